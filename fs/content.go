@@ -1,0 +1,259 @@
+package fs
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+
+	"github.com/ezfs/ezfs/crypto"
+)
+
+// The content functions below implement the block format on a backing descriptor.
+// Every one of them is called with n.mu held (for reading in readLocked, for writing in
+// the others), with n.cc and n.size loaded.
+
+const bs = crypto.BlockSize
+
+// bufPool holds buffers for one FUSE request's worth of blocks (1 MiB writes plus the
+// partial blocks around them), so requests do not allocate.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, (1<<20/bs+2)*crypto.CipherBlockLen)
+	return &b
+}}
+
+func getBuf(n int) *[]byte {
+	p := bufPool.Get().(*[]byte)
+	if cap(*p) < n {
+		*p = make([]byte, 0, n)
+	}
+	*p = (*p)[:n]
+	return p
+}
+
+// sealedLen is the length of block i in a backing file holding `size` plaintext bytes.
+func sealedLen(i, size int64) int64 {
+	if rest := size - i*bs; rest < bs {
+		return rest + crypto.BlockOverhead
+	}
+	return crypto.CipherBlockLen
+}
+
+// preadFull reads exactly len(b) bytes; a short backing file is corruption.
+func preadFull(fd int, b []byte, off int64) error {
+	for done := 0; done < len(b); {
+		k, err := syscall.Pread(fd, b[done:], off+int64(done))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if k == 0 {
+			return fmt.Errorf("backing file ends at %d, want %d: %w", off+int64(done), off+int64(len(b)), crypto.ErrFormat)
+		}
+		done += k
+	}
+	return nil
+}
+
+func pwriteFull(fd int, b []byte, off int64) error {
+	for done := 0; done < len(b); {
+		k, err := syscall.Pwrite(fd, b[done:], off+int64(done))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if k == 0 {
+			return io.ErrShortWrite
+		}
+		done += k
+	}
+	return nil
+}
+
+// readLocked fills dest with plaintext from off and returns how many bytes it read.
+func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
+	size := n.size
+	if off >= size || len(dest) == 0 {
+		return 0, nil
+	}
+	end := min(off+int64(len(dest)), size)
+	first, last := off/bs, (end-1)/bs
+	start := crypto.BlockOffset(first)
+	stop := crypto.BlockOffset(last) + sealedLen(last, size)
+	sealedBuf := getBuf(int(stop - start))
+	defer bufPool.Put(sealedBuf)
+	sealed := *sealedBuf
+	if err := preadFull(fd, sealed, start); err != nil {
+		return 0, err
+	}
+	plainBuf := getBuf(int(last-first+1) * bs)
+	defer bufPool.Put(plainBuf)
+	plain := (*plainBuf)[:0]
+	for i := first; i <= last; i++ {
+		l := sealedLen(i, size)
+		var err error
+		plain, err = n.cc.OpenBlock(plain, sealed[:l], i)
+		if err != nil {
+			return 0, err
+		}
+		sealed = sealed[l:]
+	}
+	return copy(dest, plain[off-first*bs:end-first*bs]), nil
+}
+
+// openBlockLocked returns the plaintext of existing block i appended to dst.
+func (n *node) openBlockLocked(fd int, dst []byte, i int64) ([]byte, error) {
+	l := sealedLen(i, n.size)
+	var b [crypto.CipherBlockLen]byte
+	if err := preadFull(fd, b[:l], crypto.BlockOffset(i)); err != nil {
+		return nil, err
+	}
+	return n.cc.OpenBlock(dst, b[:l], i)
+}
+
+func (n *node) writeHeaderLocked(fd int) error {
+	return pwriteFull(fd, crypto.Header(n.cc.FileID()), 0)
+}
+
+// writeLocked writes data at off, sealing every touched block afresh.
+func (n *node) writeLocked(fd int, data []byte, off int64) error {
+	if len(data) == 0 {
+		return nil
+	}
+	// A write past the end first extends the file with zeros up to the start of the
+	// block that holds off, so the loop below only sees blocks it can compose.
+	if blockStart := off - off%bs; blockStart > n.size {
+		if err := n.extendLocked(fd, blockStart); err != nil {
+			return err
+		}
+	}
+	if n.size == 0 {
+		if err := n.writeHeaderLocked(fd); err != nil {
+			return err
+		}
+	}
+	end := off + int64(len(data))
+	first, last := off/bs, (end-1)/bs
+	outBuf := getBuf(int(last-first+1) * crypto.CipherBlockLen)
+	defer bufPool.Put(outBuf)
+	out := (*outBuf)[:0]
+	var block [bs]byte
+	for i := first; i <= last; i++ {
+		bstart := i * bs
+		oldLen := min(max(n.size-bstart, 0), bs)
+		wStart := max(off, bstart) - bstart
+		wEnd := min(end, bstart+bs) - bstart
+		newLen := max(oldLen, wEnd)
+		pt := block[:newLen]
+		if oldLen > 0 && (wStart > 0 || wEnd < oldLen) {
+			if _, err := n.openBlockLocked(fd, block[:0], i); err != nil {
+				return err
+			}
+			clear(pt[oldLen:])
+		} else {
+			clear(pt[:wStart])
+		}
+		copy(pt[wStart:wEnd], data[bstart+wStart-off:bstart+wEnd-off])
+		var err error
+		if out, err = n.cc.SealBlock(out, pt, i); err != nil {
+			return err
+		}
+	}
+	if err := pwriteFull(fd, out, crypto.BlockOffset(first)); err != nil {
+		return err
+	}
+	n.size = max(n.size, end)
+	return nil
+}
+
+// rewriteBlockLocked re-seals block i (which must exist) at newLen bytes: truncated,
+// or padded with zeros.
+func (n *node) rewriteBlockLocked(fd int, i, newLen int64) error {
+	var block [bs]byte
+	pt, err := n.openBlockLocked(fd, block[:0], i)
+	if err != nil {
+		return err
+	}
+	pt = pt[:newLen]
+	if oldLen := min(n.size-i*bs, bs); newLen > oldLen {
+		clear(pt[oldLen:])
+	}
+	sealed, err := n.cc.SealBlock(nil, pt, i)
+	if err != nil {
+		return err
+	}
+	return pwriteFull(fd, sealed, crypto.BlockOffset(i))
+}
+
+// extendLocked grows the file to size with zeros. Whole blocks of zeros become holes
+// in the backing file; a partial last block is sealed, so the file never ends in a
+// hole.
+func (n *node) extendLocked(fd int, size int64) error {
+	if size <= n.size {
+		return nil
+	}
+	if n.size == 0 {
+		if err := n.writeHeaderLocked(fd); err != nil {
+			return err
+		}
+	}
+	if n.size%bs != 0 {
+		i := n.size / bs
+		newLen := min(size-i*bs, bs)
+		if err := n.rewriteBlockLocked(fd, i, newLen); err != nil {
+			return err
+		}
+		n.size = i*bs + newLen
+		if n.size == size {
+			return nil
+		}
+	}
+	last := (size - 1) / bs
+	if tail := size - last*bs; tail == bs {
+		if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
+			return err
+		}
+	} else {
+		if err := syscall.Ftruncate(fd, crypto.BlockOffset(last)); err != nil {
+			return err
+		}
+		zeros := make([]byte, tail)
+		sealed, err := n.cc.SealBlock(nil, zeros, last)
+		if err != nil {
+			return err
+		}
+		if err := pwriteFull(fd, sealed, crypto.BlockOffset(last)); err != nil {
+			return err
+		}
+	}
+	n.size = size
+	return nil
+}
+
+// truncateLocked sets the plaintext size.
+func (n *node) truncateLocked(fd int, size int64) error {
+	switch {
+	case size == n.size:
+		return nil
+	case size > n.size:
+		return n.extendLocked(fd, size)
+	case size == 0 || size%bs == 0:
+		if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
+			return err
+		}
+	default:
+		i := size / bs
+		if err := n.rewriteBlockLocked(fd, i, size-i*bs); err != nil {
+			return err
+		}
+		if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
+			return err
+		}
+	}
+	n.size = size
+	return nil
+}

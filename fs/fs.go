@@ -1,0 +1,204 @@
+// Package fs owns the go-fuse node tree of an ezfs mount: a passthrough of the backing
+// directory outside zones, and inside zones regular files whose contents are sealed in
+// 4 KiB AES-256-GCM blocks under a per-file data key kept (wrapped) in an xattr.
+//
+// Zone membership is a property of the node tree: a directory carrying the zone marker
+// xattr starts a zone, and every node below it belongs to it. Renames and hard links
+// that would cross a zone boundary fail with EXDEV.
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/zones"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// FileKeys seals and opens per-file data keys; zones.Keys implements it.
+type FileKeys interface {
+	NewFileKey(ctx context.Context, z *zones.Zone) (dek, edek []byte, id crypto.FileID, err error)
+	OpenFileKey(ctx context.Context, z *zones.Zone, edek []byte) (dek []byte, e *crypto.EDEK, err error)
+}
+
+// Hooks are told about zone roots that move or disappear through the mount, so the
+// keystore's zone table follows.
+type Hooks interface {
+	ZoneMoved(z *zones.Zone, from, to string)
+	ZoneRemoved(z *zones.Zone, path string)
+}
+
+// Options configure a file system.
+type Options struct {
+	// Backing is the absolute path of the backing directory.
+	Backing string
+	// Hidden is an absolute path inside Backing that the mount must not show (the
+	// keystore folder); empty for none.
+	Hidden string
+	Keys   FileKeys
+	Hooks  Hooks
+	Logger *log.Logger
+}
+
+// FS is one mounted backing directory.
+type FS struct {
+	backing string
+	dev     uint64
+	keys    FileKeys
+	hooks   Hooks
+	log     *log.Logger
+	root    *node
+
+	// hiddenDir/hiddenName locate the hidden folder: hiddenDir is its parent, relative
+	// to the backing dir ("" for the root).
+	hiddenDir, hiddenName string
+
+	// zoneMu orders marking a directory as a zone root (write side) against every
+	// operation that creates or moves names (read side), so no file is created in a
+	// directory while it becomes a zone.
+	zoneMu sync.RWMutex
+}
+
+// New builds the file system for a backing directory.
+func New(o Options) (*FS, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(o.Backing, &st); err != nil {
+		return nil, fmt.Errorf("backing dir: %w", err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return nil, fmt.Errorf("backing dir %s: not a directory", o.Backing)
+	}
+	f := &FS{backing: o.Backing, dev: uint64(st.Dev), keys: o.Keys, hooks: o.Hooks, log: o.Logger}
+	if f.log == nil {
+		f.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
+	}
+	if o.Hidden != "" {
+		rel, err := filepath.Rel(o.Backing, o.Hidden)
+		if err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			f.hiddenDir, f.hiddenName = filepath.Dir(rel), filepath.Base(rel)
+			if f.hiddenDir == "." {
+				f.hiddenDir = ""
+			}
+		}
+	}
+	f.root = &node{fsys: f}
+	return f, nil
+}
+
+// MountOptions are the user-facing options of a mount.
+type MountOptions struct {
+	AllowOther bool
+	ReadOnly   bool
+	// Extra are further -o options passed to the kernel as they are.
+	Extra []string
+	Debug bool
+}
+
+// Mount serves f at mountpoint. The kernel checks permissions (default_permissions), so
+// several users can share a mount as they share the backing disk.
+func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
+	// The kernel already applied the caller's umask; ours must not apply a second one.
+	syscall.Umask(0)
+	sec := time.Second
+	opts := &gofs.Options{
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+		MountOptions: fuse.MountOptions{
+			Name:        "ezfs",
+			FsName:      f.backing,
+			AllowOther:  mo.AllowOther,
+			DirectMount: true,
+			MaxWrite:    1 << 20,
+			Debug:       mo.Debug,
+			Options:     append([]string{"default_permissions"}, mo.Extra...),
+		},
+		Logger: f.log,
+	}
+	if mo.ReadOnly {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	srv, err := gofs.Mount(mountpoint, f.root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return srv, nil
+}
+
+// MakeZone marks the empty directory rel (relative to the backing dir) as the root of
+// zone z. It refuses non-directories, non-empty directories, and the mount root.
+func (f *FS) MakeZone(rel string, z *zones.Zone) error {
+	rel = zones.Clean(rel)
+	if rel == "" {
+		return fmt.Errorf("the mount root cannot be a zone: it holds the keystore")
+	}
+	f.zoneMu.Lock()
+	defer f.zoneMu.Unlock()
+	p := filepath.Join(f.backing, rel)
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return fmt.Errorf("/%s: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("/%s %w", rel, zones.ErrNotDir)
+	}
+	d, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(1)
+	d.Close()
+	if len(names) > 0 {
+		return fmt.Errorf("/%s %w", rel, zones.ErrNotEmpty)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if err := unix.Lsetxattr(p, zones.XattrZone, z.Marker(), 0); err != nil {
+		return fmt.Errorf("mark /%s as a zone: %w", rel, err)
+	}
+	if n := f.lookupKnown(rel); n != nil {
+		n.zone.Store(z)
+		n.zoneRoot = true
+	}
+	return nil
+}
+
+// lookupKnown returns the node for rel if the kernel knows it.
+func (f *FS) lookupKnown(rel string) *node {
+	in := f.root.EmbeddedInode()
+	for _, c := range strings.Split(rel, "/") {
+		if c == "" {
+			continue
+		}
+		if in = in.GetChild(c); in == nil {
+			return nil
+		}
+	}
+	n, _ := in.Operations().(*node)
+	return n
+}
+
+// ZoneOf reads the zone marker of a backing directory; nil if it is no zone root.
+func ZoneOf(path string) (*zones.Zone, error) {
+	buf := make([]byte, 256)
+	sz, err := unix.Lgetxattr(path, zones.XattrZone, buf)
+	if errors.Is(err, unix.ENODATA) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return zones.ParseMarker(buf[:sz])
+}

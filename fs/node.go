@@ -1,0 +1,564 @@
+package fs
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/zones"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// node is one inode of the mount. Hard links share a node (go-fuse keys nodes by
+// inode number), so the content lock is per inode.
+type node struct {
+	gofs.Inode
+	fsys *FS
+
+	// zone is nil outside zones. It is set when the node is created, from its parent or
+	// its own zone marker, and only changes when MakeZone marks an empty directory.
+	zone     atomic.Pointer[zones.Zone]
+	zoneRoot bool // set with zone; a zone root directory
+
+	// mu is the content lock of a regular file in a zone: every path that changes
+	// contents or size holds it for writing; reads hold it for reading.
+	mu sync.RWMutex
+	// cc, size and sizeKnown are guarded by mu. cc is the file's block cipher, built
+	// once from the EDEK; size is the plaintext size, maintained by every write and
+	// truncate once known.
+	cc        *crypto.ContentCipher
+	size      int64
+	sizeKnown bool
+}
+
+var (
+	_ gofs.NodeLookuper       = (*node)(nil)
+	_ gofs.NodeGetattrer      = (*node)(nil)
+	_ gofs.NodeSetattrer      = (*node)(nil)
+	_ gofs.NodeCreater        = (*node)(nil)
+	_ gofs.NodeMkdirer        = (*node)(nil)
+	_ gofs.NodeMknoder        = (*node)(nil)
+	_ gofs.NodeSymlinker      = (*node)(nil)
+	_ gofs.NodeLinker         = (*node)(nil)
+	_ gofs.NodeRenamer        = (*node)(nil)
+	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeRmdirer        = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
+	_ gofs.NodeGetxattrer     = (*node)(nil)
+	_ gofs.NodeSetxattrer     = (*node)(nil)
+	_ gofs.NodeRemovexattrer  = (*node)(nil)
+	_ gofs.NodeListxattrer    = (*node)(nil)
+	_ gofs.NodeTmpfiler       = (*node)(nil)
+	_ gofs.NodeCopyFileRanger = (*node)(nil)
+	_ gofs.FileReaddirenter   = (*hidingDir)(nil)
+	_ gofs.FileReleasedirer   = (*hidingDir)(nil)
+	_ gofs.FileSeekdirer      = (*hidingDir)(nil)
+	_ gofs.FileFsyncdirer     = (*hidingDir)(nil)
+)
+
+// rel is the node's path relative to the backing dir.
+func (n *node) rel() string { return n.Path(n.fsys.root.EmbeddedInode()) }
+
+// path is the node's backing path.
+func (n *node) path() string { return filepath.Join(n.fsys.backing, n.rel()) }
+
+func (n *node) child(name string) string { return filepath.Join(n.path(), name) }
+
+// encrypted reports whether the node is a regular file inside a zone.
+func (n *node) encrypted() bool {
+	return n.zone.Load() != nil && n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG
+}
+
+// hides reports whether name in n is the hidden keystore folder.
+func (n *node) hides(name string) bool {
+	return n.fsys.hiddenName != "" && name == n.fsys.hiddenName && n.rel() == n.fsys.hiddenDir
+}
+
+func (f *FS) stableAttr(st *syscall.Stat_t) gofs.StableAttr {
+	// As go-fuse's loopback: mix the device into the inode number so that a backing
+	// tree spanning several file systems has no collisions, and keep plain inode
+	// numbers on the backing dir's own device.
+	swapped := (uint64(st.Dev) << 32) | (uint64(st.Dev) >> 32)
+	swappedRoot := (f.dev << 32) | (f.dev >> 32)
+	return gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: (swapped ^ swappedRoot) ^ st.Ino, Gen: 1}
+}
+
+// newChild makes (or finds) the node for a backing object of parent n. Its zone is the
+// parent's; outside zones a directory carrying a zone marker starts a new zone.
+func (n *node) newChild(ctx context.Context, name string, st *syscall.Stat_t, out *fuse.Attr) *gofs.Inode {
+	ch := &node{fsys: n.fsys}
+	if z := n.zone.Load(); z != nil {
+		ch.zone.Store(z)
+	} else if st.Mode&syscall.S_IFMT == syscall.S_IFDIR && name != "" {
+		z, err := ZoneOf(n.child(name))
+		if err != nil {
+			n.fsys.log.Printf("read zone marker of %s: %v", n.child(name), err)
+		}
+		if z != nil {
+			ch.zone.Store(z)
+			ch.zoneRoot = true
+		}
+	}
+	in := n.NewInode(ctx, ch, n.fsys.stableAttr(st))
+	got := in.Operations().(*node)
+	out.FromStat(st)
+	got.fixSize(out, st.Size)
+	return in
+}
+
+// fixSize replaces the backing size in out by the plaintext size for encrypted files.
+func (n *node) fixSize(out *fuse.Attr, backing int64) {
+	if !n.encrypted() {
+		return
+	}
+	n.mu.RLock()
+	known, size := n.sizeKnown, n.size
+	n.mu.RUnlock()
+	if !known {
+		var err error
+		if size, err = crypto.PlainSize(backing); err != nil {
+			size = 0
+		}
+	}
+	out.Size = uint64(size)
+	// Blocks stay the backing file's: that is the space the file really uses.
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.hides(name) {
+		return nil, syscall.ENOENT
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(n.child(name), &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.newChild(ctx, name, &st, &out.Attr), 0
+}
+
+func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if fh, ok := f.(*file); ok {
+		return fh.Getattr(ctx, out)
+	}
+	if lf, ok := f.(gofs.FileGetattrer); ok && f != nil {
+		return lf.Getattr(ctx, out)
+	}
+	var st syscall.Stat_t
+	var err error
+	if n.IsRoot() {
+		err = syscall.Stat(n.path(), &st)
+	} else {
+		err = syscall.Lstat(n.path(), &st)
+	}
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStat(&st)
+	n.fixSize(&out.Attr, st.Size)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if lf, ok := f.(*gofs.LoopbackFile); ok {
+		return lf.Setattr(ctx, in, out)
+	}
+	p := n.path()
+	fd := -1
+	if fh, ok := f.(*file); ok {
+		fd = fh.fd
+	}
+	if m, ok := in.GetMode(); ok {
+		var err error
+		if fd >= 0 {
+			err = syscall.Fchmod(fd, m)
+		} else {
+			err = syscall.Chmod(p, m)
+		}
+		if err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := unix.Fchownat(unix.AT_FDCWD, p, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	// Truncate before times, so an explicit mtime is not clobbered by the truncate.
+	if sz, ok := in.GetSize(); ok {
+		if errno := n.truncate(ctx, f, int64(sz)); errno != 0 {
+			return errno
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if aok {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if mok {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+// truncate sets the size; for encrypted files under the content lock.
+func (n *node) truncate(ctx context.Context, f gofs.FileHandle, size int64) syscall.Errno {
+	if !n.encrypted() {
+		return gofs.ToErrno(syscall.Truncate(n.path(), size))
+	}
+	if fh, ok := f.(*file); ok {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.errno(fh.fd, n.truncateLocked(fh.fd, size))
+	}
+	fd, errno := n.openBacking(syscall.O_RDWR)
+	if errno != 0 {
+		return errno
+	}
+	defer syscall.Close(fd)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.loadLocked(ctx, fd); err != nil {
+		return n.errno(fd, err)
+	}
+	return n.errno(fd, n.truncateLocked(fd, size))
+}
+
+// preserveOwner gives a new backing object to the calling user, as the kernel would
+// on the backing disk. The daemon runs as root; in a set-group-ID directory the
+// inherited group stays.
+func (n *node) preserveOwner(ctx context.Context, fd int, p string) {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok || syscall.Geteuid() != 0 || (caller.Uid == 0 && caller.Gid == 0) {
+		return
+	}
+	gid := int(caller.Gid)
+	var pst syscall.Stat_t
+	if syscall.Stat(n.path(), &pst) == nil && pst.Mode&syscall.S_ISGID != 0 {
+		gid = -1
+	}
+	if fd >= 0 {
+		_ = syscall.Fchown(fd, int(caller.Uid), gid)
+	} else {
+		_ = syscall.Lchown(p, int(caller.Uid), gid)
+	}
+}
+
+// created finishes any create: owner, attributes, node.
+func (n *node) created(ctx context.Context, name string, fd int, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p := n.child(name)
+	n.preserveOwner(ctx, fd, p)
+	var st syscall.Stat_t
+	var err error
+	if fd >= 0 {
+		err = syscall.Fstat(fd, &st)
+	} else {
+		err = syscall.Lstat(p, &st)
+	}
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.newChild(ctx, name, &st, &out.Attr), 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.hides(name) {
+		return nil, syscall.EPERM
+	}
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	if err := syscall.Mkdir(n.child(name), mode); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.created(ctx, name, -1, out)
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.hides(name) {
+		return nil, syscall.EPERM
+	}
+	if n.zone.Load() != nil && mode&syscall.S_IFMT == syscall.S_IFREG {
+		ch, fh, _, errno := n.Create(ctx, name, syscall.O_EXCL|syscall.O_RDWR, mode&07777, out)
+		if fh != nil {
+			fh.(*file).Release(ctx)
+		}
+		return ch, errno
+	}
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	if err := syscall.Mknod(n.child(name), mode, int(rdev)); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.created(ctx, name, -1, out)
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.hides(name) {
+		return nil, syscall.EPERM
+	}
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	if err := syscall.Symlink(target, n.child(name)); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.created(ctx, name, -1, out)
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	for l := 256; ; l *= 2 {
+		buf := make([]byte, l)
+		sz, err := syscall.Readlink(n.path(), buf)
+		if err != nil {
+			return nil, gofs.ToErrno(err)
+		}
+		if sz < len(buf) {
+			return buf[:sz], 0
+		}
+	}
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if n.hides(name) {
+		return nil, syscall.EPERM
+	}
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	if t.zone.Load() != n.zone.Load() {
+		return nil, syscall.EXDEV
+	}
+	if _, parent := t.Parent(); parent == nil {
+		// An O_TMPFILE file has no path to link from.
+		return nil, syscall.EXDEV
+	}
+	if err := syscall.Link(t.path(), n.child(name)); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(n.child(name), &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.newChild(ctx, name, &st, &out.Attr), 0
+}
+
+func (n *node) childNode(name string) *node {
+	if in := n.GetChild(name); in != nil {
+		c, _ := in.Operations().(*node)
+		return c
+	}
+	return nil
+}
+
+// isZoneRoot reports whether name in n is a zone root, asking the node tree first and
+// the backing marker if the kernel has not looked it up.
+func (n *node) isZoneRoot(name string) (*zones.Zone, bool) {
+	if c := n.childNode(name); c != nil {
+		return c.zone.Load(), c.zoneRoot
+	}
+	if n.zone.Load() != nil {
+		return nil, false
+	}
+	z, _ := ZoneOf(n.child(name))
+	return z, z != nil
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if n.hides(name) || np.hides(newName) {
+		return syscall.EPERM
+	}
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	src, dst := n.zone.Load(), np.zone.Load()
+	movedZone, srcIsRoot := n.isZoneRoot(name)
+	_, dstIsRoot := np.isZoneRoot(newName)
+	switch {
+	case dstIsRoot:
+		// Replacing a zone root would silently drop the zone.
+		return syscall.EPERM
+	case srcIsRoot:
+		// A zone root moves with its whole subtree, but never into another zone.
+		if dst != nil || flags&unix.RENAME_EXCHANGE != 0 {
+			return syscall.EXDEV
+		}
+	case src != dst:
+		return syscall.EXDEV
+	}
+	from, to := zones.Clean(filepath.Join(n.rel(), name)), zones.Clean(filepath.Join(np.rel(), newName))
+	if err := unix.Renameat2(unix.AT_FDCWD, n.child(name), unix.AT_FDCWD, np.child(newName), uint(flags)); err != nil {
+		return gofs.ToErrno(err)
+	}
+	if srcIsRoot && n.fsys.hooks != nil {
+		n.fsys.hooks.ZoneMoved(movedZone, from, to)
+	}
+	return 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.hides(name) {
+		return syscall.ENOENT
+	}
+	return gofs.ToErrno(syscall.Unlink(n.child(name)))
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.hides(name) {
+		return syscall.ENOENT
+	}
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	z, isRoot := n.isZoneRoot(name)
+	if err := syscall.Rmdir(n.child(name)); err != nil {
+		return gofs.ToErrno(err)
+	}
+	if isRoot && n.fsys.hooks != nil {
+		n.fsys.hooks.ZoneRemoved(z, zones.Clean(filepath.Join(n.rel(), name)))
+	}
+	return 0
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ds, errno := gofs.NewLoopbackDirStream(n.path())
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	if n.fsys.hiddenName != "" && n.rel() == n.fsys.hiddenDir {
+		return &hidingDir{inner: ds, hide: n.fsys.hiddenName}, 0, 0
+	}
+	return ds, 0, 0
+}
+
+func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return gofs.NewLoopbackDirStream(n.path())
+}
+
+// hidingDir is a directory stream that leaves out one name.
+type hidingDir struct {
+	inner gofs.DirStream
+	hide  string
+}
+
+func (d *hidingDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	for {
+		e, errno := d.inner.(gofs.FileReaddirenter).Readdirent(ctx)
+		if e == nil || errno != 0 || e.Name != d.hide {
+			return e, errno
+		}
+	}
+}
+
+func (d *hidingDir) Releasedir(ctx context.Context, flags uint32) {
+	d.inner.(gofs.FileReleasedirer).Releasedir(ctx, flags)
+}
+
+func (d *hidingDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	return d.inner.(gofs.FileSeekdirer).Seekdir(ctx, off)
+}
+
+func (d *hidingDir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return d.inner.(gofs.FileFsyncdirer).Fsyncdir(ctx, flags)
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(n.path(), &s); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStatfsT(&s)
+	return 0
+}
+
+func hiddenXattr(attr string) bool { return strings.HasPrefix(attr, zones.XattrPrefix) }
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if hiddenXattr(attr) {
+		return 0, syscall.ENODATA
+	}
+	sz, err := unix.Lgetxattr(n.path(), attr, dest)
+	return uint32(sz), gofs.ToErrno(err)
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if hiddenXattr(attr) {
+		return syscall.EPERM
+	}
+	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if hiddenXattr(attr) {
+		return syscall.EPERM
+	}
+	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	sz, err := unix.Llistxattr(n.path(), nil)
+	if err != nil {
+		return 0, gofs.ToErrno(err)
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(n.path(), buf)
+	if err != nil {
+		return 0, gofs.ToErrno(err)
+	}
+	var out []byte
+	for _, a := range strings.Split(string(buf[:sz]), "\x00") {
+		if a != "" && !hiddenXattr(a) {
+			out = append(append(out, a...), 0)
+		}
+	}
+	if len(dest) == 0 {
+		return uint32(len(out)), 0
+	}
+	if len(out) > len(dest) {
+		return uint32(len(out)), syscall.ERANGE
+	}
+	return uint32(copy(dest, out)), 0
+}
+
+func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	// Encrypted files cannot share ciphertext; the kernel falls back to read and
+	// write. Plain files copy in the backing file system.
+	in, ok1 := fhIn.(*gofs.LoopbackFile)
+	o, ok2 := fhOut.(*gofs.LoopbackFile)
+	if !ok1 || !ok2 {
+		return 0, syscall.EOPNOTSUPP
+	}
+	fdIn, ok1 := in.PassthroughFd()
+	fdOut, ok2 := o.PassthroughFd()
+	if !ok1 || !ok2 {
+		return 0, syscall.EBADF
+	}
+	a, b := int64(offIn), int64(offOut)
+	cnt, err := unix.CopyFileRange(fdIn, &a, fdOut, &b, int(length), int(flags))
+	return uint32(cnt), gofs.ToErrno(err)
+}

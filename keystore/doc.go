@@ -1,0 +1,6 @@
+// Package keystore owns the key hierarchy above file data keys: the bbolt keystore file
+// (main key versions, zone keys and their wrapped versions, zones), the main key
+// providers that hold private parts, the in-memory cache of unwrapped zone key versions,
+// and the audit log. Nothing secret is stored in the clear: zone key versions are
+// RSA-OAEP wrapped, a local private key is sealed under Argon2id.
+package keystore

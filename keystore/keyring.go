@@ -1,0 +1,178 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ezfs/ezfs/crypto"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultKeyTTL bounds how long an unwrapped zone key version stays in memory unused.
+const DefaultKeyTTL = 10 * time.Minute
+
+type versionRef struct {
+	name    string
+	version uint32
+}
+
+type cachedKey struct {
+	key      []byte // mlocked; zeroed on eviction
+	lastUsed time.Time
+}
+
+// Keyring unwraps zone key versions through the providers and caches them, so a
+// provider is called once per zone key version rather than once per file.
+type Keyring struct {
+	store     *Store
+	providers map[string]Provider
+	audit     *Audit
+	ttl       time.Duration
+
+	mu    sync.RWMutex
+	cache map[versionRef]*cachedKey // guarded by mu; entries' key bytes read under mu.RLock
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewKeyring serves zone keys of store through providers (by kind). It starts an
+// evictor; Close stops it and zeroes every cached key.
+func NewKeyring(store *Store, providers []Provider, audit *Audit, ttl time.Duration) *Keyring {
+	if ttl <= 0 {
+		ttl = DefaultKeyTTL
+	}
+	k := &Keyring{
+		store: store, providers: map[string]Provider{}, audit: audit, ttl: ttl,
+		cache: map[versionRef]*cachedKey{}, stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	for _, p := range providers {
+		k.providers[p.Kind()] = p
+	}
+	go k.evictLoop()
+	return k
+}
+
+// Store returns the keystore behind the keyring.
+func (k *Keyring) Store() *Store { return k.store }
+
+// Providers returns the providers by kind.
+func (k *Keyring) Providers() map[string]Provider { return k.providers }
+
+// WithZoneKey calls fn with the unwrapped key name@version. The slice is only valid
+// during fn and must not be retained or modified.
+func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, fn func(key []byte) error) error {
+	ref := versionRef{name, version}
+	k.mu.RLock()
+	if c := k.cache[ref]; c != nil {
+		defer k.mu.RUnlock()
+		c.lastUsed = time.Now() // a racy timestamp is harmless: it only delays eviction
+		return fn(c.key)
+	}
+	k.mu.RUnlock()
+
+	key, err := k.unwrap(ctx, name, version)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	if c := k.cache[ref]; c != nil {
+		crypto.Zero(key)
+		key = c.key
+	} else {
+		_ = unix.Mlock(key) // best effort: without CAP_IPC_LOCK the key still works
+		k.cache[ref] = &cachedKey{key: key, lastUsed: time.Now()}
+	}
+	k.mu.Unlock()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	c := k.cache[ref]
+	if c == nil { // evicted in between; rare, unwrap again
+		return k.WithZoneKey(ctx, name, version, fn)
+	}
+	return fn(c.key)
+}
+
+func (k *Keyring) unwrap(ctx context.Context, name string, version uint32) ([]byte, error) {
+	zk, err := k.store.ZoneKey(name)
+	if err != nil {
+		return nil, err
+	}
+	kv, ok := zk.Version(version)
+	if !ok {
+		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, ErrKeyNotFound)
+	}
+	mk, err := k.store.MainKey(kv.MainVersion)
+	if err != nil {
+		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, err)
+	}
+	p := k.providers[mk.Provider]
+	if p == nil {
+		return nil, fmt.Errorf("zone key %s@%d: provider %s of main key v%d is not configured: %w",
+			name, version, mk.Provider, mk.Version, ErrUnavailable)
+	}
+	pt, err := p.Decrypt(ctx, mk, kv.Wrapped)
+	k.audit.CountUnwrap(mk, name, version, err)
+	if err != nil {
+		return nil, fmt.Errorf("unwrap %s@%d with main key v%d (%s): %w", name, version, mk.Version, mk.Provider, err)
+	}
+	defer crypto.Zero(pt)
+	key, err := crypto.UnwrappedZoneKey(pt, name, version)
+	if errors.Is(err, crypto.ErrAuth) {
+		return nil, fmt.Errorf("%v: %w", err, ErrInvalidCiphertext)
+	}
+	return key, err
+}
+
+func (k *Keyring) evictLoop() {
+	defer close(k.done)
+	t := time.NewTicker(k.ttl / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case now := <-t.C:
+			k.mu.Lock()
+			for ref, c := range k.cache {
+				if now.Sub(c.lastUsed) > k.ttl {
+					evict(c)
+					delete(k.cache, ref)
+				}
+			}
+			k.mu.Unlock()
+		}
+	}
+}
+
+func evict(c *cachedKey) {
+	crypto.Zero(c.key)
+	_ = unix.Munlock(c.key)
+}
+
+// Cached reports how many zone key versions are unwrapped in memory.
+func (k *Keyring) Cached() int {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return len(k.cache)
+}
+
+// Close zeroes every cached key and closes the providers.
+func (k *Keyring) Close() error {
+	close(k.stop)
+	<-k.done
+	k.mu.Lock()
+	for ref, c := range k.cache {
+		evict(c)
+		delete(k.cache, ref)
+	}
+	k.mu.Unlock()
+	var errs []error
+	for _, p := range k.providers {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,234 @@
+// Package zones owns what an encryption zone is: the registry of zones by ID and path,
+// the rules for creating one (no nesting, no zone inside or above another), and the
+// per-file key service that seals a new file's data key under the zone key's newest
+// version and opens an existing file's EDEK.
+package zones
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/keystore"
+)
+
+// Xattr names kept on backing files; they are invisible through the mount.
+const (
+	XattrPrefix = "user.ezfs."
+	XattrEDEK   = "user.ezfs.edek"
+	XattrZone   = "user.ezfs.zone"
+)
+
+// Errors of the zone rules; the daemon turns them into one-line CLI messages.
+var (
+	ErrIsZone     = errors.New("is already an encryption zone")
+	ErrInsideZone = errors.New("is inside an encryption zone")
+	ErrAboveZone  = errors.New("contains an encryption zone")
+	ErrNotEmpty   = errors.New("is not empty")
+	ErrNotDir     = errors.New("is not a directory")
+)
+
+// Zone is the identity the data path needs: its ID (bound into every EDEK) and key name.
+type Zone struct {
+	ID  crypto.ZoneID
+	Key string
+}
+
+// IDString is the zone ID as stored in the keystore and shown to users.
+func (z *Zone) IDString() string { return hex.EncodeToString(z.ID[:]) }
+
+// ParseID decodes a zone ID.
+func ParseID(s string) (crypto.ZoneID, error) {
+	var id crypto.ZoneID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("zone id %q: %w", s, crypto.ErrFormat)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// Marker is the value of user.ezfs.zone on a zone root: "v1 <zone id> <key name>".
+func (z *Zone) Marker() []byte { return []byte("v1 " + z.IDString() + " " + z.Key) }
+
+// ParseMarker decodes a zone root marker.
+func ParseMarker(b []byte) (*Zone, error) {
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[0] != "v1" {
+		return nil, fmt.Errorf("zone marker %q: %w", b, crypto.ErrFormat)
+	}
+	id, err := ParseID(f[1])
+	if err != nil {
+		return nil, err
+	}
+	return &Zone{ID: id, Key: f[2]}, nil
+}
+
+// Entry is a zone and its current path relative to the backing dir ("" is the root).
+type Entry struct {
+	Zone *Zone
+	Path string
+}
+
+// Registry holds the zones of one mount by path. Safe for concurrent use.
+type Registry struct {
+	mu     sync.RWMutex
+	byPath map[string]*Entry // guarded by mu
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{byPath: map[string]*Entry{}} }
+
+// Clean normalises a path relative to the backing dir.
+func Clean(rel string) string {
+	rel = path.Clean("/" + rel)
+	return strings.TrimPrefix(rel, "/")
+}
+
+func within(child, parent string) bool {
+	return parent == "" || child == parent || strings.HasPrefix(child, parent+"/")
+}
+
+// Add registers a zone at rel.
+func (r *Registry) Add(z *Zone, rel string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.byPath[Clean(rel)] = &Entry{Zone: z, Path: Clean(rel)}
+}
+
+// Remove forgets the zone at rel.
+func (r *Registry) Remove(rel string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.byPath, Clean(rel))
+}
+
+// Move records that the zone at from is now at to.
+func (r *Registry) Move(from, to string) *Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.byPath[Clean(from)]
+	if e == nil {
+		return nil
+	}
+	delete(r.byPath, e.Path)
+	e.Path = Clean(to)
+	r.byPath[e.Path] = e
+	return e
+}
+
+// At returns the zone rooted exactly at rel, or nil.
+func (r *Registry) At(rel string) *Entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byPath[Clean(rel)]
+}
+
+// Containing returns the zone whose subtree holds rel, or nil.
+func (r *Registry) Containing(rel string) *Entry {
+	rel = Clean(rel)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for p, e := range r.byPath {
+		if within(rel, p) {
+			return e
+		}
+	}
+	return nil
+}
+
+// List returns every zone ordered by path.
+func (r *Registry) List() []Entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Entry, 0, len(r.byPath))
+	for _, e := range r.byPath {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// CheckNew applies the path rules for a new zone at rel: not a zone already, not inside
+// a zone, not above one. Emptiness and type are checked by the file system, which can
+// do it atomically with marking the directory.
+func (r *Registry) CheckNew(rel string) error {
+	rel = Clean(rel)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for p, e := range r.byPath {
+		switch {
+		case p == rel:
+			return fmt.Errorf("/%s %w (key %s)", rel, ErrIsZone, e.Zone.Key)
+		case within(rel, p):
+			return fmt.Errorf("/%s %w (/%s)", rel, ErrInsideZone, p)
+		case within(p, rel):
+			return fmt.Errorf("/%s %w (/%s)", rel, ErrAboveZone, p)
+		}
+	}
+	return nil
+}
+
+// Keys seals and opens file data keys with the zone keys of a keyring.
+type Keys struct {
+	Ring *keystore.Keyring
+}
+
+// NewFileKey makes a data key for a new file in zone z, sealed under the newest version
+// of the zone's key. It returns the DEK (the caller zeroes it), the EDEK record for the
+// xattr and the file ID.
+func (k *Keys) NewFileKey(ctx context.Context, z *Zone) ([]byte, []byte, crypto.FileID, error) {
+	var id crypto.FileID
+	zk, err := k.Ring.Store().ZoneKey(z.Key)
+	if err != nil {
+		return nil, nil, id, err
+	}
+	version := zk.Latest().Version
+	id, err = crypto.NewFileID()
+	if err != nil {
+		return nil, nil, id, err
+	}
+	dek, err := crypto.NewDEK()
+	if err != nil {
+		return nil, nil, id, err
+	}
+	var rec []byte
+	err = k.Ring.WithZoneKey(ctx, z.Key, version, func(key []byte) error {
+		e, err := crypto.SealDEK(key, z.ID, z.Key, version, id, dek)
+		if err != nil {
+			return err
+		}
+		rec, err = e.MarshalBinary()
+		return err
+	})
+	if err != nil {
+		crypto.Zero(dek)
+		return nil, nil, id, err
+	}
+	return dek, rec, id, nil
+}
+
+// OpenFileKey opens an EDEK record of a file in zone z. Tampering, a record from
+// another file or zone, or a wrong key is keystore.ErrInvalidCiphertext.
+func (k *Keys) OpenFileKey(ctx context.Context, z *Zone, rec []byte) ([]byte, *crypto.EDEK, error) {
+	e, err := crypto.ParseEDEK(rec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%v: %w", err, keystore.ErrInvalidCiphertext)
+	}
+	var dek []byte
+	err = k.Ring.WithZoneKey(ctx, e.KeyName, e.KeyVersion, func(key []byte) error {
+		var err error
+		dek, err = e.Open(key, z.ID)
+		if errors.Is(err, crypto.ErrAuth) {
+			return fmt.Errorf("%v: %w", err, keystore.ErrInvalidCiphertext)
+		}
+		return err
+	})
+	return dek, e, err
+}
