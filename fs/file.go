@@ -32,7 +32,7 @@ func openFlags(flags uint32, encrypted bool) int {
 // name swapped for a symlink in a race cannot lead outside the backing dir.
 func openPath(p string, flags int, mode uint32) (int, error) {
 	fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{
-		Flags: uint64(flags), Mode: uint64(mode), Resolve: unix.RESOLVE_NO_SYMLINKS,
+		Flags: uint64(flags), Mode: uint64(mode & 0o7777), Resolve: unix.RESOLVE_NO_SYMLINKS,
 	})
 	if errors.Is(err, unix.ENOSYS) {
 		return unix.Open(p, flags, mode)

@@ -1,0 +1,469 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/daemon"
+	"github.com/ezfs/ezfs/fs"
+	"github.com/ezfs/ezfs/keystore"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+)
+
+// Set when this process is a background daemon started by `ezfs mount`.
+var (
+	childPassphrase []byte
+	childReport     func(error)
+)
+
+// passphrase reads the passphrase from --passphrase-file, $EZFS_PASSPHRASE, or a
+// terminal prompt (twice when confirm is set). Never from the command line.
+func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
+	if f := c.String("passphrase-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("passphrase file: %w", err)
+		}
+		b = bytes.TrimRight(b, "\r\n")
+		if len(b) == 0 {
+			return nil, fmt.Errorf("passphrase file %s is empty", f)
+		}
+		return b, nil
+	}
+	if p := os.Getenv("EZFS_PASSPHRASE"); p != "" {
+		return []byte(p), nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		return nil, errors.New("no passphrase: use --passphrase-file or EZFS_PASSPHRASE, or run on a terminal")
+	}
+	defer tty.Close()
+	fmt.Fprint(tty, "Passphrase: ")
+	p, err := term.ReadPassword(int(tty.Fd()))
+	fmt.Fprintln(tty)
+	if err != nil {
+		return nil, err
+	}
+	if len(p) == 0 {
+		return nil, errors.New("empty passphrase")
+	}
+	if confirm {
+		fmt.Fprint(tty, "Repeat passphrase: ")
+		q, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(p, q) {
+			return nil, errors.New("passphrases do not match")
+		}
+	}
+	return p, nil
+}
+
+func keystoreDir(c *cli.Context, backing string) (string, error) {
+	if k := c.String("keystore"); k != "" {
+		return control.Canonical(k)
+	}
+	return filepath.Join(backing, ".ezfs"), nil
+}
+
+func backingDir(p string) (string, error) {
+	b, err := control.Canonical(p)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(b)
+	if err != nil {
+		return "", fmt.Errorf("backing directory: %w", err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("backing directory %s is not a directory", p)
+	}
+	return b, nil
+}
+
+func cmdInit(c *cli.Context) error {
+	if err := exactArgs(c, "BACKING"); err != nil {
+		return err
+	}
+	if p := c.String("provider"); p != keystore.KindSystem {
+		return fmt.Errorf("provider %q is not available yet: use --provider system", p)
+	}
+	backing, err := backingDir(c.Args().First())
+	if err != nil {
+		return err
+	}
+	ks, err := keystoreDir(c, backing)
+	if err != nil {
+		return err
+	}
+	if keystore.Exists(ks) {
+		return fmt.Errorf("%s already has a keystore (%s)", c.Args().First(), ks)
+	}
+	pass, err := passphrase(c, true)
+	if err != nil {
+		return err
+	}
+	mk, err := keystore.InitSystem(ks, pass)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("initialised %s: keystore %s, main key v%d (%s, %s), fingerprint %s\n",
+		backing, ks, mk.Version, mk.Provider, mk.Algorithm+"-"+mk.OAEPHash, mk.Fingerprint)
+	return nil
+}
+
+func cmdMount(c *cli.Context) error {
+	if err := exactArgs(c, "BACKING", "MOUNTPOINT"); err != nil {
+		return err
+	}
+	backing, err := backingDir(c.Args().Get(0))
+	if err != nil {
+		return err
+	}
+	mnt, err := control.Canonical(c.Args().Get(1))
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", c.Args().Get(1))
+	}
+	ks, err := keystoreDir(c, backing)
+	if err != nil {
+		return err
+	}
+	mo := fs.MountOptions{Debug: c.Bool("debug")}
+	var opts []string
+	for _, o := range c.StringSlice("o") {
+		for _, x := range strings.Split(o, ",") {
+			switch x = strings.TrimSpace(x); x {
+			case "":
+			case "allow_other":
+				mo.AllowOther = true
+			case "ro":
+				mo.ReadOnly = true
+			case "rw", "default_permissions":
+			default:
+				mo.Extra = append(mo.Extra, x)
+			}
+			if x != "" {
+				opts = append(opts, x)
+			}
+		}
+	}
+	pass := childPassphrase
+	if pass == nil {
+		// Fail fast on a missing or busy keystore before asking for a passphrase.
+		s, err := keystore.Open(ks)
+		if err != nil {
+			if errors.Is(err, keystore.ErrLocked) {
+				return fmt.Errorf("keystore %s is in use: %s is probably mounted already", ks, backing)
+			}
+			return err
+		}
+		s.Close()
+		if pass, err = passphrase(c, false); err != nil {
+			return err
+		}
+	}
+	if !c.Bool("foreground") {
+		args := []string{"mount", "--foreground", "--keystore", ks}
+		if len(opts) > 0 {
+			args = append(args, "-o", strings.Join(opts, ","))
+		}
+		if mo.Debug {
+			args = append(args, "--debug")
+		}
+		args = append(args, "--", backing, mnt)
+		if err := daemon.Start(args, pass, filepath.Join(ks, "ezfs.log")); err != nil {
+			return err
+		}
+		fmt.Printf("mounted %s on %s\n", backing, mnt)
+		return nil
+	}
+	return daemon.Run(daemon.Config{
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Passphrase: pass, Mount: mo,
+		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
+		Ready: func() {
+			if childReport != nil {
+				childReport(nil)
+			} else {
+				fmt.Fprintf(os.Stderr, "mounted %s on %s\n", backing, mnt)
+			}
+		},
+	})
+}
+
+func cmdUmount(c *cli.Context) error {
+	if err := exactArgs(c, "MOUNTPOINT"); err != nil {
+		return err
+	}
+	mnt, err := control.Canonical(c.Args().First())
+	if err != nil {
+		return err
+	}
+	ms, err := control.Mounts()
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, m := range ms {
+		found = found || m.Mountpoint == mnt
+	}
+	if !found {
+		return fmt.Errorf("%s is not an ezfs mount", c.Args().First())
+	}
+	sock := control.SocketPath(mnt)
+	err = control.Call(sock, control.OpUnmount, nil, nil)
+	if errors.Is(err, control.ErrNoDaemon) {
+		// The daemon is gone (killed); the kernel still holds the mount.
+		if err := unix.Unmount(mnt, 0); err != nil {
+			return fmt.Errorf("unmount %s: %w", mnt, err)
+		}
+		return nil
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "busy") {
+			return fmt.Errorf("%s is busy: close the files open in it first", mnt)
+		}
+		return err
+	}
+	// Wait for the daemon to release the keystore and remove its socket.
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s unmounted, but the daemon did not exit within 5s", mnt)
+}
+
+// socketFor picks the daemon for commands without a path: --mount or the only mount.
+func socketFor(c *cli.Context) (string, error) {
+	if m := c.String("mount"); m != "" {
+		mt, _, err := control.FindMount(m)
+		if err != nil {
+			return "", err
+		}
+		return control.SocketPath(mt.Mountpoint), nil
+	}
+	mt, err := control.OnlyMount()
+	if err != nil {
+		return "", err
+	}
+	return control.SocketPath(mt.Mountpoint), nil
+}
+
+// socketForPath finds the daemon serving path and path's place in that mount.
+func socketForPath(p string) (string, string, error) {
+	mt, rel, err := control.FindMount(p)
+	if err != nil {
+		return "", "", err
+	}
+	return control.SocketPath(mt.Mountpoint), rel, nil
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0) }
+
+func ts(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") }
+
+func cmdStatus(c *cli.Context) error {
+	var mounts []control.Mount
+	if c.String("mount") != "" {
+		m, _, err := control.FindMount(c.String("mount"))
+		if err != nil {
+			return err
+		}
+		mounts = []control.Mount{m}
+	} else {
+		var err error
+		if mounts, err = control.Mounts(); err != nil {
+			return err
+		}
+	}
+	out := []control.Status{}
+	for _, m := range mounts {
+		var st control.Status
+		if err := control.Call(control.SocketPath(m.Mountpoint), control.OpStatus, nil, &st); err != nil {
+			st = control.Status{Mountpoint: m.Mountpoint, Backing: m.Backing, ProviderErr: "daemon not answering: " + err.Error()}
+		}
+		out = append(out, st)
+	}
+	if c.Bool("json") {
+		return printJSON(out)
+	}
+	if len(out) == 0 {
+		fmt.Println("no ezfs mounts")
+		return nil
+	}
+	w := table()
+	fmt.Fprintln(w, "MOUNTPOINT\tBACKING\tPID\tMAIN KEY\tPROVIDER\tHEALTH\tZONES\tCACHED KEYS")
+	for _, s := range out {
+		health := "ok"
+		if !s.ProviderOK {
+			health = "ERROR: " + s.ProviderErr
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\tv%d\t%s\t%s\t%d\t%d\n", s.Mountpoint, s.Backing, s.PID, s.MainVersion, s.Provider, health, s.Zones, s.CachedKeys)
+	}
+	return w.Flush()
+}
+
+func cmdKeyChange(what string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if err := exactArgs(c, "NAME"); err != nil {
+			return err
+		}
+		sock, err := socketFor(c)
+		if err != nil {
+			return err
+		}
+		op := control.OpKeyCreate
+		if what == "roll" {
+			op = control.OpKeyRoll
+		}
+		var ki control.KeyInfo
+		if err := control.Call(sock, op, control.NameArgs{Name: c.Args().First()}, &ki); err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			return printJSON(ki)
+		}
+		v := ki.Versions[len(ki.Versions)-1]
+		fmt.Printf("key %s: version %d is current, wrapped by main key v%d (%s)\n", ki.Name, v.Version, v.MainVersion, v.MainProvider)
+		return nil
+	}
+}
+
+func cmdKeyList(c *cli.Context) error {
+	sock, err := socketFor(c)
+	if err != nil {
+		return err
+	}
+	var keys []control.KeyInfo
+	if err := control.Call(sock, control.OpKeyList, nil, &keys); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(keys)
+	}
+	w := table()
+	fmt.Fprintln(w, "NAME\tCURRENT\tVERSIONS\tCREATED\tZONES")
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s\t@%d\t%d\t%s\t%s\n", k.Name, k.Current, len(k.Versions), ts(k.Created), strings.Join(k.Zones, ","))
+	}
+	return w.Flush()
+}
+
+func cmdKeyDescribe(c *cli.Context) error {
+	if err := exactArgs(c, "NAME"); err != nil {
+		return err
+	}
+	sock, err := socketFor(c)
+	if err != nil {
+		return err
+	}
+	var k control.KeyInfo
+	if err := control.Call(sock, control.OpKeyDescribe, control.NameArgs{Name: c.Args().First()}, &k); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(k)
+	}
+	fmt.Printf("key %s, created %s, current version @%d, zones: %s\n", k.Name, ts(k.Created), k.Current, strings.Join(k.Zones, ", "))
+	w := table()
+	fmt.Fprintln(w, "VERSION\tCREATED\tWRAPPED BY\tSTATE\t")
+	for _, v := range k.Versions {
+		cur := ""
+		if v.Current {
+			cur = "(current)"
+		}
+		fmt.Fprintf(w, "%s@%d\t%s\tmain key v%d (%s)\t%s\t%s\n", k.Name, v.Version, ts(v.Created), v.MainVersion, v.MainProvider, v.State, cur)
+	}
+	return w.Flush()
+}
+
+func cmdZoneCreate(c *cli.Context) error {
+	if err := exactArgs(c, "PATH"); err != nil {
+		return err
+	}
+	sock, rel, err := socketForPath(c.Args().First())
+	if err != nil {
+		return err
+	}
+	var z control.ZoneInfo
+	if err := control.Call(sock, control.OpZoneCreate, control.ZoneCreateArgs{Path: rel, Key: c.String("key")}, &z); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(z)
+	}
+	fmt.Printf("zone %s created with key %s (zone id %s)\n", c.Args().First(), z.Key, z.ID)
+	return nil
+}
+
+func cmdZoneList(c *cli.Context) error {
+	sock, err := socketFor(c)
+	if err != nil {
+		return err
+	}
+	var zs []control.ZoneInfo
+	if err := control.Call(sock, control.OpZoneList, nil, &zs); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(zs)
+	}
+	w := table()
+	fmt.Fprintln(w, "PATH\tKEY\tZONE ID\tCREATED")
+	for _, z := range zs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", z.Path, z.Key, z.ID, ts(z.Created))
+	}
+	return w.Flush()
+}
+
+func cmdFileInfo(c *cli.Context) error {
+	if err := exactArgs(c, "PATH"); err != nil {
+		return err
+	}
+	sock, rel, err := socketForPath(c.Args().First())
+	if err != nil {
+		return err
+	}
+	var fi control.FileInfo
+	if err := control.Call(sock, control.OpFileInfo, control.PathArgs{Path: rel}, &fi); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(fi)
+	}
+	fmt.Printf("path:      %s\n", c.Args().First())
+	if fi.Zone != "" {
+		fmt.Printf("zone:      %s (id %s)\n", fi.Zone, fi.ZoneID)
+	}
+	if fi.Encrypted {
+		fmt.Printf("key:       %s@%d\n", fi.Key, fi.KeyVersion)
+		fmt.Printf("file id:   %s\n", fi.FileID)
+	}
+	if fi.Note != "" {
+		fmt.Printf("note:      %s\n", fi.Note)
+	}
+	return nil
+}
