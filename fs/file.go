@@ -275,6 +275,9 @@ var (
 	_ gofs.FileFlusher   = (*file)(nil)
 	_ gofs.FileLseeker   = (*file)(nil)
 	_ gofs.FileAllocater = (*file)(nil)
+	_ gofs.FileGetlker   = (*file)(nil)
+	_ gofs.FileSetlker   = (*file)(nil)
+	_ gofs.FileSetlkwer  = (*file)(nil)
 )
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -355,4 +358,50 @@ func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 		return gofs.ToErrno(syscall.Fallocate(f.fd, unix.FALLOC_FL_KEEP_SIZE, start, end-start))
 	}
 	return syscall.EOPNOTSUPP
+}
+
+// File locks are held on the backing descriptor as open-file-description locks, as in
+// go-fuse's loopback: a lock belongs to the open file, so two opens conflict even in
+// one process. Ranges are plaintext offsets; only users of the mount see them.
+func (f *file) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	var flk syscall.Flock_t
+	lk.ToFlockT(&flk)
+	errno := gofs.ToErrno(syscall.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &flk))
+	out.FromFlockT(&flk)
+	return errno
+}
+
+func (f *file) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.setLock(lk, flags, false)
+}
+
+func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.setLock(lk, flags, true)
+}
+
+func (f *file) setLock(lk *fuse.FileLock, flags uint32, blocking bool) syscall.Errno {
+	if flags&fuse.FUSE_LK_FLOCK != 0 {
+		var op int
+		switch lk.Typ {
+		case syscall.F_RDLCK:
+			op = syscall.LOCK_SH
+		case syscall.F_WRLCK:
+			op = syscall.LOCK_EX
+		case syscall.F_UNLCK:
+			op = syscall.LOCK_UN
+		default:
+			return syscall.EINVAL
+		}
+		if !blocking {
+			op |= syscall.LOCK_NB
+		}
+		return gofs.ToErrno(syscall.Flock(f.fd, op))
+	}
+	var flk syscall.Flock_t
+	lk.ToFlockT(&flk)
+	op := unix.F_OFD_SETLK
+	if blocking {
+		op = unix.F_OFD_SETLKW
+	}
+	return gofs.ToErrno(syscall.FcntlFlock(uintptr(f.fd), op, &flk))
 }

@@ -121,6 +121,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 			AllowOther:  mo.AllowOther,
 			DirectMount: true,
 			MaxWrite:    1 << 20,
+			EnableLocks: true,
 			Debug:       mo.Debug,
 			Options:     append([]string{"default_permissions"}, mo.Extra...),
 		},

@@ -1,0 +1,37 @@
+GO      ?= go
+BIN     := bin/ezfs
+# Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
+EZFS_RANDOM_OPS ?=
+
+.PHONY: all build deps test unit integration demo vet fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ezfs
+
+deps:
+	@scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt needed"; exit 1; }
+
+# Every test: unit tests, fuzz seeds, and integration tests on real FUSE mounts (root).
+test: deps vet
+	EZFS_RANDOM_OPS=$(EZFS_RANDOM_OPS) $(GO) test -count=1 -timeout 25m ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: deps
+	$(GO) test -count=1 -timeout 25m -v ./integration/
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseEDEK -fuzztime 60s ./crypto/
+
+demo: deps build
+	@scripts/demo.sh $(BIN)
+
+clean:
+	rm -rf bin

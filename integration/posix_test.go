@@ -1,0 +1,39 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+)
+
+// TestPosix runs every test of go-fuse's posixtest.All in a zone and outside zones,
+// each in a fresh directory of one ezfs mount.
+func TestPosix(t *testing.T) {
+	e := newEnv(t)
+	zone := e.zone("zone", "posix")
+	plain := filepath.Join(e.mnt, "plain")
+	if err := os.Mkdir(plain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(posixtest.All))
+	for n := range posixtest.All {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}} {
+		t.Run(where.name, func(t *testing.T) {
+			for _, n := range names {
+				t.Run(n, func(t *testing.T) {
+					dir := filepath.Join(where.dir, n)
+					if err := os.Mkdir(dir, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					posixtest.All[n](t, dir)
+				})
+			}
+		})
+	}
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what ezfs's build, tests and demo need on a Debian machine, if missing.
+set -euo pipefail
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v getfattr >/dev/null || need+=(attr)
+command -v xxd >/dev/null || need+=(xxd)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ -e /dev/fuse ] || { echo "/dev/fuse is missing: ezfs needs FUSE" >&2; exit 1; }
+go mod download
