@@ -253,4 +253,3 @@ func compareFiles(t *testing.T, op int, p *pair) {
 		}
 	}
 }
-

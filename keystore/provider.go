@@ -68,4 +68,3 @@ func mustHash(name string) gocrypto.Hash {
 	}
 	return h
 }
-
