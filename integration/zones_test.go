@@ -1,0 +1,212 @@
+package integration
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// TestZoneRules: bad zone requests are refused with a one-line error and a non-zero
+// exit; moves across zone boundaries copy, and the copy takes the destination's key.
+func TestZoneRules(t *testing.T) {
+	e := newEnv(t)
+	za := e.zone("a", "ka")
+	zb := e.zone("b", "kb")
+
+	full := filepath.Join(e.mnt, "full")
+	if err := os.MkdirAll(filepath.Join(full, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nested := filepath.Join(za, "inner")
+	if err := os.Mkdir(nested, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	above := filepath.Join(e.mnt, "above")
+	if err := os.MkdirAll(filepath.Join(above, "deep"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.run("zone", "create", filepath.Join(above, "deep"), "--key", "ka")
+	afile := filepath.Join(e.mnt, "afile")
+	if err := os.WriteFile(afile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(e.mnt, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+
+	for _, c := range []struct {
+		name, path, key, want string
+	}{
+		{"non-empty directory", full, "ka", "is not empty"},
+		{"inside a zone", nested, "ka", "is inside an encryption zone"},
+		{"above a zone", above, "ka", "contains an encryption zone"},
+		{"existing zone", za, "kb", "is already an encryption zone"},
+		{"unknown key", empty, "nosuchkey", `key "nosuchkey" does not exist`},
+		{"a file", afile, "ka", "is not a directory"},
+		{"outside any mount", outside, "ka", "is not inside an ezfs mount"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.fails(c.want, "zone", "create", c.path, "--key", c.key)
+		})
+	}
+
+	// Renames and links across zone boundaries are EXDEV; mv then copies.
+	src := filepath.Join(za, "doc.txt")
+	data := patterned(10000)
+	if err := os.WriteFile(src, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	plainFile := filepath.Join(e.mnt, "plain.txt")
+	if err := os.WriteFile(plainFile, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ from, to string }{
+		{src, filepath.Join(zb, "x")},
+		{src, filepath.Join(e.mnt, "x")},
+		{plainFile, filepath.Join(zb, "x")},
+	} {
+		if err := os.Rename(c.from, c.to); errnoOf(err) != syscall.EXDEV {
+			t.Errorf("rename %s -> %s: %v, want EXDEV", c.from, c.to, err)
+		}
+		if err := os.Link(c.from, c.to); errnoOf(err) != syscall.EXDEV {
+			t.Errorf("link %s -> %s: %v, want EXDEV", c.from, c.to, err)
+		}
+	}
+	dst := filepath.Join(zb, "doc.txt")
+	if out, err := exec.Command("mv", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("mv between zones: %v: %s", err, out)
+	}
+	if _, err := os.Stat(src); !os.IsNotExist(err) {
+		t.Errorf("source still there after mv: %v", err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("moved file: %v", err)
+	}
+	if fi := e.fileInfo(dst); fi.Key != "kb" || fi.Zone != "/b" || !fi.Encrypted {
+		t.Errorf("moved file is not under the destination zone's key: %+v", fi)
+	}
+	if back, _ := os.ReadFile(e.backingOf(dst)); bytes.Contains(back, pattern[:16]) {
+		t.Error("moved file is stored in the clear")
+	}
+	// A plain file moved into a zone is encrypted there.
+	if out, err := exec.Command("mv", plainFile, filepath.Join(zb, "was-plain")).CombinedOutput(); err != nil {
+		t.Fatalf("mv into a zone: %v: %s", err, out)
+	}
+	if fi := e.fileInfo(filepath.Join(zb, "was-plain")); !fi.Encrypted || fi.Key != "kb" {
+		t.Errorf("file moved into a zone: %+v", fi)
+	}
+	// Within a zone, rename is an ordinary rename.
+	if err := os.Rename(dst, filepath.Join(zb, "renamed")); err != nil {
+		t.Errorf("rename within a zone: %v", err)
+	}
+
+	// Zone list shows all three zones with their keys.
+	var zs []struct{ Path, Key string }
+	decodeJSON(t, e.run("zone", "list", "--json"), &zs)
+	if len(zs) != 3 || zs[0].Path != "/a" || zs[0].Key != "ka" || zs[1].Path != "/above/deep" || zs[2].Key != "kb" {
+		t.Errorf("zone list: %+v", zs)
+	}
+}
+
+// asUser runs a shell command as uid/gid and returns its error and output.
+func asUser(uid uint32, script string) (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func owner(t *testing.T, p string) (uint32, uint32) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Uid, st.Gid
+}
+
+// TestSharedMount: with allow_other several users share the mount as they share the
+// backing disk: ownership, modes, sticky directories, chown by root.
+func TestSharedMount(t *testing.T) {
+	const nobody, other = 65534, 65533
+	e := newEnv(t, "allow_other")
+	zone := e.zone("shared", "k")
+	// os.Chmod would drop 0o1000; the sticky bit needs the raw mode.
+	if err := syscall.Chmod(zone, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{zone, e.mnt} {
+		if dir == e.mnt {
+			if err := syscall.Mkdir(filepath.Join(e.mnt, "tmp"), 0o1777); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Chmod(filepath.Join(e.mnt, "tmp"), 0o1777); err != nil {
+				t.Fatal(err)
+			}
+			dir = filepath.Join(e.mnt, "tmp")
+		}
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			if st, err := os.Stat(e.backingOf(dir)); err != nil || st.Mode()&os.ModeSticky == 0 {
+				t.Fatalf("backing %s is not sticky: %v", dir, err)
+			}
+			f, d := filepath.Join(dir, "nobody.txt"), filepath.Join(dir, "nobodydir")
+			if out, err := asUser(nobody, "echo hello > "+f+" && mkdir "+d+" && cat "+f); err != nil || out != "hello\n" {
+				t.Fatalf("user %d creating files: %v: %s", nobody, err, out)
+			}
+			for _, p := range []string{f, d, e.backingOf(f), e.backingOf(d)} {
+				if u, g := owner(t, p); u != nobody || g != nobody {
+					t.Errorf("%s belongs to %d:%d, want %d:%d", p, u, g, nobody, nobody)
+				}
+			}
+			secret := filepath.Join(dir, "root-only")
+			if err := os.WriteFile(secret, []byte("root's"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := asUser(nobody, "cat "+secret); err == nil {
+				t.Errorf("user %d read root's 0600 file: %s", nobody, out)
+			}
+			if out, err := asUser(nobody, "echo x >> "+secret); err == nil {
+				t.Errorf("user %d wrote root's 0600 file: %s", nobody, out)
+			}
+			// Sticky directory: another user may not remove or rename nobody's file.
+			if out, err := asUser(other, "rm -f "+f); err == nil {
+				t.Errorf("user %d removed user %d's file in a sticky directory: %s", other, nobody, out)
+			}
+			if out, err := asUser(other, "mv "+f+" "+f+".stolen"); err == nil {
+				t.Errorf("user %d renamed user %d's file in a sticky directory: %s", other, nobody, out)
+			}
+			if _, err := os.Stat(f); err != nil {
+				t.Errorf("file gone: %v", err)
+			}
+			// A user cannot give a file away; root can, and chmod works.
+			if out, err := asUser(nobody, "chown 0 "+f); err == nil {
+				t.Errorf("user %d chowned a file to root: %s", nobody, out)
+			}
+			if err := os.Chown(f, 1000, 1001); err != nil {
+				t.Fatalf("root chown: %v", err)
+			}
+			if err := os.Chmod(f, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if u, g := owner(t, e.backingOf(f)); u != 1000 || g != 1001 {
+				t.Errorf("backing owner after chown: %d:%d", u, g)
+			}
+			if st, _ := os.Stat(e.backingOf(f)); st.Mode().Perm() != 0o640 {
+				t.Errorf("backing mode after chmod: %v", st.Mode())
+			}
+			if out, err := asUser(nobody, "cat "+f); err == nil {
+				t.Errorf("user %d still reads a file no longer theirs (0640, 1000:1001): %s", nobody, out)
+			}
+			if out, err := asUser(nobody, "rm -r "+d); err != nil {
+				t.Errorf("user %d cannot remove their own directory: %v: %s", nobody, err, out)
+			}
+		})
+	}
+}
