@@ -1,0 +1,167 @@
+package fs
+
+import (
+	"bytes"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/ezfs/ezfs/crypto"
+)
+
+// newTestNode returns a node whose content functions work on a temporary file, without
+// a mount, and the plain reference file to compare it with.
+func newTestNode(t *testing.T) (*node, int, *os.File) {
+	t.Helper()
+	dir := t.TempDir()
+	fd, err := syscall.Open(filepath.Join(dir, "enc"), syscall.O_RDWR|syscall.O_CREAT, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	ref, err := os.Create(filepath.Join(dir, "ref"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ref.Close() })
+	dek, _ := crypto.NewDEK()
+	id, _ := crypto.NewFileID()
+	cc, err := crypto.NewContentCipher(dek, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{cc: cc, sizeKnown: true}, fd, ref
+}
+
+func checkSame(t *testing.T, step int, n *node, fd int, ref *os.File) {
+	t.Helper()
+	want, err := os.ReadFile(ref.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.size != int64(len(want)) {
+		t.Fatalf("step %d: size %d, want %d", step, n.size, len(want))
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != crypto.BackingSize(n.size) {
+		t.Fatalf("step %d: backing size %d, want %d for %d plaintext bytes", step, st.Size, crypto.BackingSize(n.size), n.size)
+	}
+	got := make([]byte, len(want)+100)
+	k, err := n.readLocked(fd, got, 0)
+	if err != nil {
+		t.Fatalf("step %d: read: %v", step, err)
+	}
+	if !bytes.Equal(got[:k], want) {
+		t.Fatalf("step %d: contents differ", step)
+	}
+}
+
+// TestContentOps drives the block format's write, extend and truncate paths directly
+// against a plain file, including the edge cases at block boundaries.
+func TestContentOps(t *testing.T) {
+	cases := []struct {
+		name string
+		op   func(n *node, fd int, ref *os.File) error
+	}{
+		{"write at 0", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 0, 10) }},
+		{"write full block", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 0, 4096) }},
+		{"write past EOF into a later block", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 3*4096+5, 7) }},
+		{"write straddling blocks", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 4090, 20) }},
+		{"write inside the last partial block", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 3*4096+2, 3) }},
+		{"truncate to a partial block", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 5000) }},
+		{"grow to a block boundary", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 5*4096) }},
+		{"grow to a partial block", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 7*4096+1) }},
+		{"truncate to a boundary", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 4096) }},
+		{"truncate to zero", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 0) }},
+		{"write after truncate to zero", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 100, 1) }},
+		{"large write", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 12345, 1<<20) }},
+	}
+	n, fd, ref := newTestNode(t)
+	for i, c := range cases {
+		if err := c.op(n, fd, ref); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		checkSame(t, i, n, fd, ref)
+	}
+	// Hole blocks stay holes on disk and read as zeros.
+	if err := trunc(n, fd, ref, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := both(n, fd, ref, 100<<20, 10); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 > 1<<20 {
+		t.Errorf("a write at 100 MiB allocated %d bytes: holes were filled", st.Blocks*512)
+	}
+	got := make([]byte, 8192)
+	if k, err := n.readLocked(fd, got, 50<<20); err != nil || k != 8192 || !bytes.Equal(got, make([]byte, 8192)) {
+		t.Errorf("reading a hole: %d %v", k, err)
+	}
+}
+
+func TestContentRandom(t *testing.T) {
+	n, fd, ref := newTestNode(t)
+	r := rand.New(rand.NewSource(7))
+	for i := 0; i < 3000; i++ {
+		var err error
+		if r.Intn(5) == 0 {
+			err = trunc(n, fd, ref, int64(r.Intn(200000)))
+		} else {
+			err = both(n, fd, ref, int64(r.Intn(200000)), 1+r.Intn(20000))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			checkSame(t, i, n, fd, ref)
+		}
+	}
+	checkSame(t, -1, n, fd, ref)
+}
+
+func both(n *node, fd int, ref *os.File, off int64, size int) error {
+	data := make([]byte, size)
+	rand.Read(data)
+	if _, err := ref.WriteAt(data, off); err != nil {
+		return err
+	}
+	return n.writeLocked(fd, data, off)
+}
+
+func trunc(n *node, fd int, ref *os.File, size int64) error {
+	if err := ref.Truncate(size); err != nil {
+		return err
+	}
+	return n.truncateLocked(fd, size)
+}
+
+func TestTamperedBlockIsAnError(t *testing.T) {
+	n, fd, ref := newTestNode(t)
+	if err := both(n, fd, ref, 0, 3*4096); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := syscall.Pread(fd, b, crypto.BlockOffset(1)+30); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 1
+	if _, err := syscall.Pwrite(fd, b, crypto.BlockOffset(1)+30); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3*4096)
+	if _, err := n.readLocked(fd, got, 0); err == nil {
+		t.Fatal("reading a tampered block succeeded")
+	}
+	if k, err := n.readLocked(fd, got[:4096], 0); err != nil || k != 4096 {
+		t.Errorf("block 0 should still read: %v", err)
+	}
+}
