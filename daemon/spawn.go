@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ezfs/ezfs/control"
 )
 
 // The background daemon is the same binary started again with --foreground. The
@@ -118,4 +120,27 @@ func Child() (passphrase []byte, report func(error), ok bool) {
 		rf.Close()
 	}
 	return passphrase, report, true
+}
+
+// ClearStale detaches mnt if it is an ezfs mount whose daemon is gone (the kernel
+// answers ENOTCONN), so that a new `ezfs mount` after a crash needs no manual umount.
+func ClearStale(mnt string) error {
+	var st syscall.Stat_t
+	err := syscall.Stat(mnt, &st)
+	if !errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	ms, err := control.Mounts()
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if m.Mountpoint == mnt {
+			if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+				return fmt.Errorf("detach the dead mount at %s: %w", mnt, err)
+			}
+			return nil
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -130,7 +131,7 @@ func TestContentRandom(t *testing.T) {
 
 func both(n *node, fd int, ref *os.File, off int64, size int) error {
 	data := make([]byte, size)
-	rand.Read(data)
+	_, _ = crand.Read(data)
 	if _, err := ref.WriteAt(data, off); err != nil {
 		return err
 	}

@@ -128,7 +128,13 @@ func (e *env) cleanup() {
 
 // ezfs runs the binary and returns its stdout and stderr.
 func ezfs(args ...string) (string, string, error) {
+	return ezfsEnv(nil, args...)
+}
+
+// ezfsEnv runs the binary with extra environment variables.
+func ezfsEnv(extra []string, args ...string) (string, string, error) {
 	cmd := exec.Command(ezfsBin, args...)
+	cmd.Env = append(os.Environ(), extra...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	done := make(chan error, 1)
@@ -158,7 +164,12 @@ func (e *env) run(args ...string) string {
 // fails runs ezfs, expects a non-zero exit and a one-line error containing want.
 func (e *env) fails(want string, args ...string) {
 	e.t.Helper()
-	out, errOut, err := ezfs(args...)
+	e.failsEnv(nil, want, args...)
+}
+
+func (e *env) failsEnv(extra []string, want string, args ...string) {
+	e.t.Helper()
+	out, errOut, err := ezfsEnv(extra, args...)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 		e.t.Fatalf("ezfs %s: want a failure, got %v\nstdout: %s", strings.Join(args, " "), err, out)

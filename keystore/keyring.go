@@ -79,9 +79,8 @@ func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, 
 		return err
 	}
 	k.mu.Lock()
-	if c := k.cache[ref]; c != nil {
-		crypto.Zero(key)
-		key = c.key
+	if k.cache[ref] != nil {
+		crypto.Zero(key) // another caller cached it first
 	} else {
 		_ = unix.Mlock(key) // best effort: without CAP_IPC_LOCK the key still works
 		k.cache[ref] = &cachedKey{key: key, lastUsed: time.Now()}

@@ -137,6 +137,9 @@ func cmdMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := daemon.ClearStale(mnt); err != nil {
+		return err
+	}
 	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", c.Args().Get(1))
 	}
