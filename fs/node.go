@@ -73,6 +73,14 @@ func (n *node) path() string { return filepath.Join(n.fsys.backing, n.rel()) }
 
 func (n *node) child(name string) string { return filepath.Join(n.path(), name) }
 
+// sameZone compares zones by ID: two nodes may hold different copies of one zone.
+func sameZone(a, b *zones.Zone) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.ID == b.ID
+}
+
 // encrypted reports whether the node is a regular file inside a zone.
 func (n *node) encrypted() bool {
 	return n.zone.Load() != nil && n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG
@@ -349,7 +357,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	n.fsys.zoneMu.RLock()
 	defer n.fsys.zoneMu.RUnlock()
-	if t.zone.Load() != n.zone.Load() {
+	if !sameZone(t.zone.Load(), n.zone.Load()) {
 		return nil, syscall.EXDEV
 	}
 	if _, parent := t.Parent(); parent == nil {
@@ -409,7 +417,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		if dst != nil || flags&unix.RENAME_EXCHANGE != 0 {
 			return syscall.EXDEV
 		}
-	case src != dst:
+	case !sameZone(src, dst):
 		return syscall.EXDEV
 	}
 	from, to := zones.Clean(filepath.Join(n.rel(), name)), zones.Clean(filepath.Join(np.rel(), newName))
