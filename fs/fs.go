@@ -15,6 +15,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,10 +101,65 @@ func New(o Options) (*FS, error) {
 // MountOptions are the user-facing options of a mount.
 type MountOptions struct {
 	AllowOther bool
-	ReadOnly   bool
-	// Extra are further -o options passed to the kernel as they are.
-	Extra []string
-	Debug bool
+	Debug      bool
+	// Flags are mount(2) flags from options such as ro, noexec, noatime.
+	Flags uintptr
+	// Options are the -o words as given, for display.
+	Options []string
+}
+
+// mountFlags are the -o words that are mount(2) flags: set (true) or cleared (false).
+var mountFlags = map[string]struct {
+	flag uintptr
+	set  bool
+}{
+	"ro": {unix.MS_RDONLY, true}, "rw": {unix.MS_RDONLY, false},
+	"nosuid": {unix.MS_NOSUID, true}, "suid": {unix.MS_NOSUID, false},
+	"nodev": {unix.MS_NODEV, true}, "dev": {unix.MS_NODEV, false},
+	"noexec": {unix.MS_NOEXEC, true}, "exec": {unix.MS_NOEXEC, false},
+	"noatime": {unix.MS_NOATIME, true}, "atime": {unix.MS_NOATIME, false},
+	"nodiratime": {unix.MS_NODIRATIME, true}, "diratime": {unix.MS_NODIRATIME, false},
+	"relatime": {unix.MS_RELATIME, true}, "norelatime": {unix.MS_RELATIME, false},
+	"strictatime": {unix.MS_STRICTATIME, true},
+	"sync":        {unix.MS_SYNCHRONOUS, true}, "async": {unix.MS_SYNCHRONOUS, false},
+	"dirsync":  {unix.MS_DIRSYNC, true},
+	"lazytime": {unix.MS_LAZYTIME, true}, "nolazytime": {unix.MS_LAZYTIME, false},
+}
+
+// ParseMountOptions reads -o values (comma-separated words). Unknown words are refused
+// here rather than by the kernel, whose error would not name them.
+func ParseMountOptions(values []string) (MountOptions, error) {
+	mo := MountOptions{Flags: unix.MS_NOSUID | unix.MS_NODEV}
+	for _, v := range values {
+		for _, w := range strings.Split(v, ",") {
+			w = strings.TrimSpace(w)
+			switch f, ok := mountFlags[w]; {
+			case w == "":
+				continue
+			case w == "allow_other":
+				mo.AllowOther = true
+			case w == "default_permissions":
+				// always on
+			case ok && f.set:
+				mo.Flags |= f.flag
+			case ok:
+				mo.Flags &^= f.flag
+			default:
+				return mo, fmt.Errorf("unknown mount option %q (known: allow_other, default_permissions, %s)", w, knownFlags())
+			}
+			mo.Options = append(mo.Options, w)
+		}
+	}
+	return mo, nil
+}
+
+func knownFlags() string {
+	names := make([]string, 0, len(mountFlags))
+	for n := range mountFlags {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 // Mount serves f at mountpoint. The kernel checks permissions (default_permissions), so
@@ -116,19 +172,17 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		EntryTimeout: &sec,
 		AttrTimeout:  &sec,
 		MountOptions: fuse.MountOptions{
-			Name:        "ezfs",
-			FsName:      f.backing,
-			AllowOther:  mo.AllowOther,
-			DirectMount: true,
-			MaxWrite:    1 << 20,
-			EnableLocks: true,
-			Debug:       mo.Debug,
-			Options:     append([]string{"default_permissions"}, mo.Extra...),
+			Name:              "ezfs",
+			FsName:            f.backing,
+			AllowOther:        mo.AllowOther,
+			DirectMountStrict: true,
+			DirectMountFlags:  mo.Flags,
+			MaxWrite:          1 << 20,
+			EnableLocks:       true,
+			Debug:             mo.Debug,
+			Options:           []string{"default_permissions"},
 		},
 		Logger: f.log,
-	}
-	if mo.ReadOnly {
-		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	srv, err := gofs.Mount(mountpoint, f.root, opts)
 	if err != nil {

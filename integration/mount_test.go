@@ -40,6 +40,7 @@ func TestMountErrors(t *testing.T) {
 	}
 	e.failsEnv(nil, "run 'ezfs init' first", "mount", t.TempDir(), e.mnt)
 	e.fails("is not a directory", "mount", e.backing, filepath.Join(e.mnt, "nonexistent"))
+	e.fails(`unknown mount option "bogus"`, "mount", "-o", "noatime,bogus", e.backing, e.mnt)
 	e.run("mount", "--passphrase-file", good, e.backing, e.mnt)
 	if got, err := os.ReadFile(filepath.Join(zone, "f")); err != nil || string(got) != "data" {
 		t.Errorf("read after mount with a passphrase file: %q %v", got, err)

@@ -147,25 +147,11 @@ func cmdMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	mo := fs.MountOptions{Debug: c.Bool("debug")}
-	var opts []string
-	for _, o := range c.StringSlice("o") {
-		for _, x := range strings.Split(o, ",") {
-			switch x = strings.TrimSpace(x); x {
-			case "":
-			case "allow_other":
-				mo.AllowOther = true
-			case "ro":
-				mo.ReadOnly = true
-			case "rw", "default_permissions":
-			default:
-				mo.Extra = append(mo.Extra, x)
-			}
-			if x != "" {
-				opts = append(opts, x)
-			}
-		}
+	mo, err := fs.ParseMountOptions(c.StringSlice("o"))
+	if err != nil {
+		return err
 	}
+	mo.Debug = c.Bool("debug")
 	pass := childPassphrase
 	if pass == nil {
 		// Fail fast on a missing or busy keystore before asking for a passphrase.
@@ -183,8 +169,8 @@ func cmdMount(c *cli.Context) error {
 	}
 	if !c.Bool("foreground") {
 		args := []string{"mount", "--foreground", "--keystore", ks}
-		if len(opts) > 0 {
-			args = append(args, "-o", strings.Join(opts, ","))
+		if len(mo.Options) > 0 {
+			args = append(args, "-o", strings.Join(mo.Options, ","))
 		}
 		if mo.Debug {
 			args = append(args, "--debug")
