@@ -175,7 +175,7 @@ func TestTamper(t *testing.T) {
 		}
 		f.Close()
 	}
-	e.run("status") // the daemon still answers
+	e.run("status", "--mount", e.mnt) // the daemon still answers
 	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
 	for _, want := range []string{"authentication failed", "names another file"} {
 		if !strings.Contains(string(log), want) {
@@ -266,7 +266,7 @@ func TestKeyRoll(t *testing.T) {
 	if err := os.WriteFile(old, []byte("written under version 1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.run("key", "roll", "roll")
+	e.run("key", "roll", "--mount", e.mnt, "roll")
 	nw := filepath.Join(zone, "new")
 	if err := os.WriteFile(nw, []byte("written under version 2"), 0o644); err != nil {
 		t.Fatal(err)
@@ -293,11 +293,11 @@ func TestKeyRoll(t *testing.T) {
 			MainVersion uint32 `json:"main_key_version"`
 		} `json:"versions"`
 	}
-	decodeJSON(t, e.run("key", "describe", "--json", "roll"), &ki)
+	decodeJSON(t, e.run("key", "describe", "--mount", e.mnt, "--json", "roll"), &ki)
 	if ki.Current != 2 || len(ki.Versions) != 2 || ki.Versions[0].MainVersion != 1 || ki.Versions[1].MainVersion != 1 {
 		t.Errorf("key describe: %+v", ki)
 	}
-	if out := e.run("key", "describe", "roll"); !strings.Contains(out, "roll@1") || !strings.Contains(out, "main key v1") {
+	if out := e.run("key", "describe", "--mount", e.mnt, "roll"); !strings.Contains(out, "roll@1") || !strings.Contains(out, "main key v1") {
 		t.Errorf("key describe output:\n%s", out)
 	}
 }

@@ -108,7 +108,7 @@ func TestZoneRules(t *testing.T) {
 
 	// Zone list shows all three zones with their keys.
 	var zs []struct{ Path, Key string }
-	decodeJSON(t, e.run("zone", "list", "--json"), &zs)
+	decodeJSON(t, e.run("zone", "list", "--mount", e.mnt, "--json"), &zs)
 	if len(zs) != 3 || zs[0].Path != "/a" || zs[0].Key != "ka" || zs[1].Path != "/above/deep" || zs[2].Key != "kb" {
 		t.Errorf("zone list: %+v", zs)
 	}

@@ -177,6 +177,22 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	return true, json.Unmarshal(raw, v)
 }
 
+// listJSON decodes every value of a bucket, in key order.
+func listJSON[T any](db *bolt.DB, bucket []byte) ([]*T, error) {
+	var out []*T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			x := new(T)
+			if err := json.Unmarshal(v, x); err != nil {
+				return fmt.Errorf("keystore record %q: %w", k, err)
+			}
+			out = append(out, x)
+			return nil
+		})
+	})
+	return out, err
+}
+
 func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
@@ -219,18 +235,7 @@ func (s *Store) NextMainVersion() (uint32, error) {
 
 // MainKeys lists every main key version, oldest first.
 func (s *Store) MainKeys() ([]*MainKey, error) {
-	var out []*MainKey
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMainKeys).ForEach(func(k, v []byte) error {
-			mk := new(MainKey)
-			if err := json.Unmarshal(v, mk); err != nil {
-				return err
-			}
-			out = append(out, mk)
-			return nil
-		})
-	})
-	return out, err
+	return listJSON[MainKey](s.db, bucketMainKeys)
 }
 
 // MainKey returns version v.
@@ -344,18 +349,7 @@ func (s *Store) ZoneKey(name string) (*ZoneKey, error) {
 
 // ZoneKeys lists every zone key by name.
 func (s *Store) ZoneKeys() ([]*ZoneKey, error) {
-	var out []*ZoneKey
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketZoneKeys).ForEach(func(k, v []byte) error {
-			zk := new(ZoneKey)
-			if err := json.Unmarshal(v, zk); err != nil {
-				return err
-			}
-			out = append(out, zk)
-			return nil
-		})
-	})
-	return out, err
+	return listJSON[ZoneKey](s.db, bucketZoneKeys)
 }
 
 // PutZone records a zone (new or moved).
@@ -374,17 +368,7 @@ func (s *Store) DeleteZone(id string) error {
 
 // Zones lists every zone, ordered by path.
 func (s *Store) Zones() ([]*Zone, error) {
-	var out []*Zone
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketZones).ForEach(func(k, v []byte) error {
-			z := new(Zone)
-			if err := json.Unmarshal(v, z); err != nil {
-				return err
-			}
-			out = append(out, z)
-			return nil
-		})
-	})
+	out, err := listJSON[Zone](s.db, bucketZones)
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, err
 }
