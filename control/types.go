@@ -39,6 +39,9 @@ type KeyVersion struct {
 	MainProvider string    `json:"main_key_provider"`
 	State        string    `json:"state"`
 	Current      bool      `json:"current"`
+	// Files referencing this version, from the last finished reencryption job of
+	// each zone using the key; nil when no job has counted.
+	Files *int64 `json:"files,omitempty"`
 }
 
 // KeyInfo describes a zone key.
@@ -48,6 +51,8 @@ type KeyInfo struct {
 	Current  uint32       `json:"current_version"`
 	Zones    []string     `json:"zones"`
 	Versions []KeyVersion `json:"versions"`
+	// CountedAt is when the file counts were taken (the newest job counted).
+	CountedAt *time.Time `json:"counted_at,omitempty"`
 }
 
 // ZoneInfo describes a zone.
@@ -83,4 +88,51 @@ type Status struct {
 	ProviderErr string    `json:"provider_error,omitempty"`
 	Zones       int       `json:"zones"`
 	CachedKeys  int       `json:"cached_zone_keys"`
+}
+
+// Reencrypt operations.
+const (
+	OpReencryptStart  = "reencrypt.start"
+	OpReencryptCancel = "reencrypt.cancel"
+	OpReencryptStatus = "reencrypt.status"
+)
+
+// ReencryptArgs name a zone by its path relative to the mountpoint ("" for all, in
+// status), with the rate limit of a start (files per second, 0 for none).
+type ReencryptArgs struct {
+	Path string  `json:"path"`
+	All  bool    `json:"all,omitempty"`
+	Rate float64 `json:"rate,omitempty"`
+}
+
+// FailedFile is a file a job could not re-encrypt.
+type FailedFile struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// JobStatus is a reencryption job as `reencrypt status` shows it.
+type JobStatus struct {
+	Zone           string       `json:"zone"`
+	ZoneID         string       `json:"zone_id"`
+	Key            string       `json:"key"`
+	State          string       `json:"state"`
+	Target         uint32       `json:"target_version"`
+	Submitted      time.Time    `json:"submission_time"`
+	Canceled       bool         `json:"canceled"`
+	Completed      *time.Time   `json:"completion_time,omitempty"`
+	Reencrypted    int64        `json:"files_reencrypted"`
+	AlreadyCurrent int64        `json:"files_already_current"`
+	Failures       int64        `json:"failures"`
+	Files          int64        `json:"files"`
+	ExtraLinks     int64        `json:"extra_hard_links"`
+	Total          int64        `json:"total_estimate"`
+	Checkpoint     string       `json:"last_file_checkpointed"`
+	Pass           int          `json:"pass"`
+	Percent        float64      `json:"percent_done"`
+	FilesPerSecond float64      `json:"files_per_second"`
+	ETASeconds     float64      `json:"eta_seconds"`
+	RateLimit      float64      `json:"rate_limit,omitempty"`
+	Reason         string       `json:"reason,omitempty"`
+	FailedFiles    []FailedFile `json:"failed_files,omitempty"`
 }

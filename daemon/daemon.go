@@ -49,6 +49,7 @@ type daemon struct {
 	audit    *keystore.Audit
 	registry *zones.Registry
 	fsys     *fs.FS
+	reenc    *zones.Reencryptor
 	srv      *fuse.Server
 	started  time.Time
 
@@ -81,12 +82,15 @@ func Run(cfg Config) error {
 	if err := d.loadZones(); err != nil {
 		return err
 	}
+	keys := &zones.Keys{Ring: d.ring}
 	d.fsys, err = fs.New(fs.Options{
-		Backing: cfg.Backing, Hidden: cfg.Keystore, Keys: &zones.Keys{Ring: d.ring}, Hooks: d, Logger: d.log,
+		Backing: cfg.Backing, Hidden: cfg.Keystore, Keys: keys, Hooks: d, Logger: d.log,
 	})
 	if err != nil {
 		return err
 	}
+	d.reenc = zones.NewReencryptor(cfg.Backing, keys, d.fsys, d.audit, d.log)
+	defer d.reenc.Close()
 	ln, err := listen(cfg.Mountpoint)
 	if err != nil {
 		return err
@@ -111,6 +115,9 @@ func Run(cfg Config) error {
 			}
 		}
 	}()
+	if err := d.reenc.Resume(d.registry); err != nil {
+		d.log.Printf("resume reencryption jobs: %v", err)
+	}
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -278,6 +285,12 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 		return d.fileInfo(a.Path)
 	case control.OpUnmount:
 		return nil, d.unmount()
+	case control.OpReencryptStart, control.OpReencryptCancel, control.OpReencryptStatus:
+		a, err := decode[control.ReencryptArgs](raw)
+		if err != nil {
+			return nil, err
+		}
+		return d.reencrypt(op, a)
 	}
 	return nil, fmt.Errorf("unknown operation %q", op)
 }
@@ -299,6 +312,10 @@ func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
 			ki.Zones = append(ki.Zones, "/"+e.Path)
 		}
 	}
+	counts, at := d.fileCounts(zk.Name)
+	if counts != nil {
+		ki.CountedAt = &at
+	}
 	for _, v := range zk.Versions {
 		mk, err := d.store.MainKey(v.MainVersion)
 		if err != nil {
@@ -308,6 +325,10 @@ func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
 			Version: v.Version, Created: v.Created, MainVersion: v.MainVersion, MainProvider: mk.Provider,
 			State: v.State, Current: v.Version == ki.Current,
 		})
+		if counts != nil {
+			n := counts[v.Version]
+			ki.Versions[len(ki.Versions)-1].Files = &n
+		}
 	}
 	return ki, nil
 }

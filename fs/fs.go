@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,6 +71,15 @@ type FS struct {
 	// operation that creates or moves names (read side), so no file is created in a
 	// directory while it becomes a zone.
 	zoneMu sync.RWMutex
+
+	// live maps inode numbers to the encrypted nodes the kernel knows, so the reencrypt
+	// worker can take a file's content lock. Guarded by liveMu.
+	liveMu sync.Mutex
+	live   map[uint64]*node
+	// stripes stand in for the content lock of files the kernel does not know.
+	stripes [64]sync.Mutex
+	// moves counts renames and hard links per zone (crypto.ZoneID → *atomic.Uint64).
+	moves sync.Map
 }
 
 // New builds the file system for a backing directory.
@@ -81,7 +91,7 @@ func New(o Options) (*FS, error) {
 	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return nil, fmt.Errorf("backing dir %s: not a directory", o.Backing)
 	}
-	f := &FS{backing: o.Backing, dev: uint64(st.Dev), keys: o.Keys, hooks: o.Hooks, log: o.Logger}
+	f := &FS{backing: o.Backing, dev: uint64(st.Dev), keys: o.Keys, hooks: o.Hooks, log: o.Logger, live: map[uint64]*node{}}
 	if f.log == nil {
 		f.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
 	}
@@ -256,4 +266,36 @@ func ZoneOf(path string) (*zones.Zone, error) {
 		return nil, err
 	}
 	return zones.ParseMarker(buf[:sz])
+}
+
+// LockFile takes the content lock of the backing file st describes: its node's lock if
+// the kernel knows the file, else a lock that stands in for it.
+func (f *FS) LockFile(st *unix.Stat_t) func() {
+	ino := f.stableAttr(&syscall.Stat_t{Dev: st.Dev, Ino: st.Ino}).Ino
+	f.liveMu.Lock()
+	n := f.live[ino]
+	f.liveMu.Unlock()
+	if n != nil {
+		n.mu.Lock()
+		return n.mu.Unlock
+	}
+	m := &f.stripes[ino%uint64(len(f.stripes))]
+	m.Lock()
+	return m.Unlock
+}
+
+// Moves counts the renames and hard links made in zone since the mount.
+func (f *FS) Moves(zone crypto.ZoneID) uint64 {
+	if c, ok := f.moves.Load(zone); ok {
+		return c.(*atomic.Uint64).Load()
+	}
+	return 0
+}
+
+func (f *FS) moved(z *zones.Zone) {
+	if z == nil {
+		return
+	}
+	c, _ := f.moves.LoadOrStore(z.ID, new(atomic.Uint64))
+	c.(*atomic.Uint64).Add(1)
 }

@@ -59,6 +59,7 @@ var (
 	_ gofs.NodeListxattrer    = (*node)(nil)
 	_ gofs.NodeTmpfiler       = (*node)(nil)
 	_ gofs.NodeCopyFileRanger = (*node)(nil)
+	_ gofs.NodeOnForgetter    = (*node)(nil)
 	_ gofs.FileReaddirenter   = (*hidingDir)(nil)
 	_ gofs.FileReleasedirer   = (*hidingDir)(nil)
 	_ gofs.FileSeekdirer      = (*hidingDir)(nil)
@@ -118,9 +119,24 @@ func (n *node) newChild(ctx context.Context, name string, st *syscall.Stat_t, ou
 	}
 	in := n.NewInode(ctx, ch, n.fsys.stableAttr(st))
 	got := in.Operations().(*node)
+	if got == ch && ch.encrypted() {
+		n.fsys.liveMu.Lock()
+		n.fsys.live[in.StableAttr().Ino] = ch
+		n.fsys.liveMu.Unlock()
+	}
 	out.FromStat(st)
 	got.fixSize(out, st.Size)
 	return in
+}
+
+// OnForget drops the node from the live map once the kernel forgot it.
+func (n *node) OnForget() {
+	ino := n.StableAttr().Ino
+	n.fsys.liveMu.Lock()
+	if n.fsys.live[ino] == n {
+		delete(n.fsys.live, ino)
+	}
+	n.fsys.liveMu.Unlock()
 }
 
 // fixSize replaces the backing size in out by the plaintext size for encrypted files.
@@ -367,6 +383,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err := syscall.Link(t.path(), n.child(name)); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
+	n.fsys.moved(n.zone.Load())
 	var st syscall.Stat_t
 	if err := syscall.Lstat(n.child(name), &st); err != nil {
 		return nil, gofs.ToErrno(err)
@@ -424,6 +441,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err := unix.Renameat2(unix.AT_FDCWD, n.child(name), unix.AT_FDCWD, np.child(newName), uint(flags)); err != nil {
 		return gofs.ToErrno(err)
 	}
+	n.fsys.moved(src)
 	if srcIsRoot && n.fsys.hooks != nil {
 		n.fsys.hooks.ZoneMoved(movedZone, from, to)
 	}

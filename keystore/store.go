@@ -131,11 +131,6 @@ func Create(dir string) (*Store, error) {
 		return nil, err
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketMainKeys, bucketZoneKeys, bucketZones} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
 		return tx.Bucket(bucketMeta).Put(keySchema, []byte("1"))
 	})
 	if err != nil {
@@ -159,6 +154,19 @@ func open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("%s: %w (is it mounted?)", dir, ErrLocked)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
+	}
+	// Buckets added by later versions appear in older keystores on first open.
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketMainKeys, bucketZoneKeys, bucketZones, bucketJobs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
 	}
 	return &Store{db: db, dir: dir}, nil

@@ -5,6 +5,7 @@
 package zones
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -231,4 +232,34 @@ func (k *Keys) OpenFileKey(ctx context.Context, z *Zone, rec []byte) ([]byte, *c
 		return err
 	})
 	return dek, e, err
+}
+
+// Rewrap re-seals the data key of EDEK record rec under version target of the zone's
+// key, and checks that the new record opens to the same data key. File contents are
+// not involved: the DEK never changes.
+func (k *Keys) Rewrap(ctx context.Context, z *Zone, rec []byte, target uint32) ([]byte, error) {
+	dek, old, err := k.OpenFileKey(ctx, z, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer crypto.Zero(dek)
+	var out []byte
+	err = k.Ring.WithZoneKey(ctx, z.Key, target, func(key []byte) error {
+		e, err := crypto.SealDEK(key, z.ID, z.Key, target, old.FileID, dek)
+		if err != nil {
+			return err
+		}
+		check, err := e.Open(key, z.ID)
+		if err != nil {
+			return err
+		}
+		same := bytes.Equal(check, dek)
+		crypto.Zero(check)
+		if !same {
+			return fmt.Errorf("rewrapped EDEK opens to another key: %w", keystore.ErrInvalidCiphertext)
+		}
+		out, err = e.MarshalBinary()
+		return err
+	})
+	return out, err
 }

@@ -378,15 +378,26 @@ func cmdKeyDescribe(c *cli.Context) error {
 	}
 	fmt.Printf("key %s, created %s, current version @%d, zones: %s\n", k.Name, ts(k.Created), k.Current, strings.Join(k.Zones, ", "))
 	w := table()
-	fmt.Fprintln(w, "VERSION\tCREATED\tWRAPPED BY\tSTATE\t")
+	fmt.Fprintln(w, "VERSION\tCREATED\tWRAPPED BY\tSTATE\tFILES\t")
 	for _, v := range k.Versions {
-		cur := ""
+		cur, files := "", "?"
 		if v.Current {
 			cur = "(current)"
 		}
-		fmt.Fprintf(w, "%s@%d\t%s\tmain key v%d (%s)\t%s\t%s\n", k.Name, v.Version, ts(v.Created), v.MainVersion, v.MainProvider, v.State, cur)
+		if v.Files != nil {
+			files = fmt.Sprint(*v.Files)
+		}
+		fmt.Fprintf(w, "%s@%d\t%s\tmain key v%d (%s)\t%s\t%s\t%s\n", k.Name, v.Version, ts(v.Created), v.MainVersion, v.MainProvider, v.State, files, cur)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if k.CountedAt != nil {
+		fmt.Printf("file counts from the reencryption job finished %s; \"?\" means not counted yet\n", ts(*k.CountedAt))
+	} else {
+		fmt.Println("file counts: not counted yet (a reencryption job counts the files of its zone)")
+	}
+	return nil
 }
 
 func cmdZoneCreate(c *cli.Context) error {

@@ -80,6 +80,7 @@ func newApp() *cli.App {
 					{Name: "list", Usage: "list zones", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdZoneList},
 				},
 			},
+			reencryptCommand(),
 			{
 				Name: "file", Usage: "inspect files",
 				Subcommands: []*cli.Command{

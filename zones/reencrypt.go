@@ -1,0 +1,647 @@
+package zones
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/keystore"
+	"golang.org/x/sys/unix"
+)
+
+// FileSystem is what the worker needs from the mounted file system, which implements it.
+type FileSystem interface {
+	// LockFile takes the content lock of a backing file, so a rewrap never races a
+	// writer of the same inode.
+	LockFile(st *unix.Stat_t) (unlock func())
+	// Moves counts the renames and hard links made in a zone since the mount. A pass
+	// over the zone during which it did not change has seen every file.
+	Moves(zone crypto.ZoneID) uint64
+}
+
+// Errors of the reencrypt commands.
+var (
+	ErrJobRunning = errors.New("a reencryption job is already running")
+	ErrNoJob      = errors.New("no reencryption job")
+)
+
+const (
+	checkpointFiles = 2000
+	checkpointEvery = 2 * time.Second
+	maxSweeps       = 10
+	maxListed       = 10000 // failed files kept in the job record; the counter is exact
+	retries         = 3
+)
+
+// Reencryptor runs the reencryption jobs of one mount: it re-wraps every file's EDEK
+// with the newest zone key version, checkpointing in the keystore so that a job
+// survives a crash.
+type Reencryptor struct {
+	backing string
+	keys    *Keys
+	store   *keystore.Store
+	audit   *keystore.Audit
+	fsys    FileSystem
+	log     *log.Logger
+	// Workers is the number of files re-wrapped in parallel.
+	Workers int
+
+	mu   sync.Mutex
+	runs map[string]*run // running jobs by zone ID; guarded by mu
+	wg   sync.WaitGroup
+}
+
+// NewReencryptor returns the job runner for the zones under backing.
+func NewReencryptor(backing string, keys *Keys, fsys FileSystem, audit *keystore.Audit, lg *log.Logger) *Reencryptor {
+	return &Reencryptor{backing: backing, keys: keys, store: keys.Ring.Store(), audit: audit, fsys: fsys, log: lg,
+		Workers: 2, runs: map[string]*run{}}
+}
+
+// Start submits a job for zone e: its target is the newest version of the zone's key.
+func (r *Reencryptor) Start(e Entry, rate float64) (*keystore.Job, error) {
+	if rate < 0 {
+		return nil, fmt.Errorf("--rate must not be negative")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id := e.Zone.IDString()
+	if old := r.runs[id]; old != nil {
+		j := old.snapshot()
+		return nil, fmt.Errorf("zone /%s: %w (target %s@%d, %s): cancel it first or wait", e.Path, ErrJobRunning, j.Key, j.Target, j.State)
+	}
+	zk, err := r.store.ZoneKey(e.Zone.Key)
+	if err != nil {
+		return nil, err
+	}
+	j := &keystore.Job{
+		ZoneID: id, ZonePath: e.Path, Key: e.Zone.Key, Target: zk.Latest().Version,
+		State: keystore.JobSubmitted, Submitted: time.Now().UTC(), Rate: rate,
+	}
+	if err := r.store.PutJob(j); err != nil {
+		return nil, err
+	}
+	r.audit.Action("reencrypt.start", map[string]any{"zone": "/" + e.Path, "key": j.Key, "target": j.Target}, nil)
+	r.launchLocked(j, e.Zone)
+	return j, nil
+}
+
+// Resume restarts every job a previous daemon left unfinished.
+func (r *Reencryptor) Resume(reg *Registry) error {
+	jobs, err := r.store.Jobs()
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, j := range jobs {
+		if !j.Active() {
+			continue
+		}
+		var z *Zone
+		for _, e := range reg.List() {
+			if e.Zone.IDString() == j.ZoneID {
+				z, j.ZonePath = e.Zone, e.Path
+			}
+		}
+		if z == nil {
+			j.State, j.Reason, j.Completed = keystore.JobFailed, "the zone no longer exists", time.Now().UTC()
+			if err := r.store.PutJob(j); err != nil {
+				return err
+			}
+			continue
+		}
+		if j.Pass > 0 {
+			// A sweep must be whole to prove the zone done: restart it. Sweeps are
+			// cheap: files on the target are only read.
+			j.Checkpoint = ""
+			j.Versions = map[uint32]int64{}
+		}
+		r.log.Printf("reencrypt /%s: resuming at pass %d after %q", j.ZonePath, j.Pass, j.Checkpoint)
+		r.launchLocked(j, z)
+	}
+	return nil
+}
+
+func (r *Reencryptor) launchLocked(j *keystore.Job, z *Zone) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ru := &run{r: r, zone: z, root: filepath.Join(r.backing, j.ZonePath), target: j.Target, ctx: ctx, cancel: cancel,
+		resumed: j.Checkpoint != "",
+		done:    make(chan struct{}), job: *j, failed: map[string]string{}, seen: map[[2]uint64]bool{}}
+	for _, f := range j.FailedFiles {
+		ru.failed[f.Path] = f.Reason
+	}
+	r.runs[j.ZoneID] = ru
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ru.loop()
+		r.mu.Lock()
+		delete(r.runs, j.ZoneID)
+		r.mu.Unlock()
+		close(ru.done)
+	}()
+}
+
+// Cancel stops zone id's job; it keeps what was done. It returns once the job stopped.
+func (r *Reencryptor) Cancel(id string) (*keystore.Job, error) {
+	r.mu.Lock()
+	ru := r.runs[id]
+	r.mu.Unlock()
+	if ru == nil {
+		return nil, ErrNoJob
+	}
+	ru.userCanceled.Store(true)
+	ru.cancel()
+	<-ru.done
+	j := ru.snapshot()
+	r.audit.Action("reencrypt.cancel", map[string]any{"zone": "/" + j.ZonePath}, nil)
+	return &j, nil
+}
+
+// JobInfo is a job with the figures derived from its progress.
+type JobInfo struct {
+	keystore.Job
+	Percent float64
+	Rate    float64 // files per second while running
+	ETA     time.Duration
+}
+
+// Jobs returns the latest job of every zone, live for running ones.
+func (r *Reencryptor) Jobs() ([]JobInfo, error) {
+	stored, err := r.store.Jobs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]JobInfo, 0, len(stored))
+	for _, j := range stored {
+		r.mu.Lock()
+		ru := r.runs[j.ZoneID]
+		r.mu.Unlock()
+		if ru != nil {
+			out = append(out, ru.info())
+			continue
+		}
+		ji := JobInfo{Job: *j}
+		if d := j.Completed.Sub(j.Submitted).Seconds(); !j.Completed.IsZero() && d > 0 {
+			ji.Rate = float64(j.Scanned) / d // the average over the job
+		}
+		if j.State == keystore.JobCompleted {
+			ji.Percent = 100
+		} else if j.Total > 0 {
+			ji.Percent = min(99, 100*float64(j.Scanned)/float64(j.Total))
+		}
+		out = append(out, ji)
+	}
+	return out, nil
+}
+
+// Close stops every job for a shutdown; they stay Processing and resume next mount.
+func (r *Reencryptor) Close() {
+	r.mu.Lock()
+	for _, ru := range r.runs {
+		ru.cancel()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// run is one job being executed.
+type run struct {
+	r            *Reencryptor
+	zone         *Zone
+	root         string
+	target       uint32 // the job's target version, fixed at submission
+	resumed      bool   // the current pass started before this daemon did
+	ctx          context.Context
+	cancel       context.CancelFunc
+	userCanceled atomic.Bool
+	done         chan struct{}
+
+	mu        sync.Mutex
+	job       keystore.Job       // guarded by mu: the live record
+	failed    map[string]string  // guarded by mu: path → reason, current failures
+	seen      map[[2]uint64]bool // coordinator only: hard-linked inodes counted
+	startedAt time.Time          // guarded by mu
+	scannedAt int64              // guarded by mu: Scanned when this run started
+	lastSave  time.Time          // coordinator only
+	sinceSave int                // coordinator only
+}
+
+func (ru *run) snapshot() keystore.Job {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	j := ru.job
+	j.FailedFiles = nil
+	for p, why := range ru.failed {
+		if len(j.FailedFiles) >= maxListed {
+			break
+		}
+		j.FailedFiles = append(j.FailedFiles, keystore.FailedFile{Path: p, Reason: why})
+	}
+	sortFailed(j.FailedFiles)
+	j.Versions = cloneVersions(ru.job.Versions)
+	return j
+}
+
+func cloneVersions(m map[uint32]int64) map[uint32]int64 {
+	out := make(map[uint32]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func sortFailed(f []keystore.FailedFile) {
+	for i := 1; i < len(f); i++ {
+		for k := i; k > 0 && f[k].Path < f[k-1].Path; k-- {
+			f[k], f[k-1] = f[k-1], f[k]
+		}
+	}
+}
+
+func (ru *run) info() JobInfo {
+	j := ru.snapshot()
+	ru.mu.Lock()
+	elapsed := time.Since(ru.startedAt).Seconds()
+	done := j.Scanned - ru.scannedAt
+	ru.mu.Unlock()
+	ji := JobInfo{Job: j}
+	if elapsed > 0 && done > 0 {
+		ji.Rate = float64(done) / elapsed
+	}
+	switch {
+	case j.Pass > 0:
+		ji.Percent = 99
+	case j.Total > 0:
+		ji.Percent = min(99, 100*float64(j.Scanned)/float64(j.Total))
+	}
+	if ji.Rate > 0 && j.Pass == 0 && j.Total > j.Scanned {
+		ji.ETA = time.Duration(float64(j.Total-j.Scanned) / ji.Rate * float64(time.Second))
+	}
+	return ji
+}
+
+func (ru *run) save() {
+	j := ru.snapshot()
+	if err := ru.r.store.PutJob(&j); err != nil {
+		ru.r.log.Printf("reencrypt /%s: checkpoint: %v", j.ZonePath, err)
+	}
+	ru.lastSave, ru.sinceSave = time.Now(), 0
+}
+
+func (ru *run) finish(state, reason string) {
+	ru.mu.Lock()
+	ru.job.State, ru.job.Reason, ru.job.Completed = state, reason, time.Now().UTC()
+	ru.job.Canceled = state == keystore.JobCanceled
+	j := ru.job
+	ru.mu.Unlock()
+	ru.save()
+	ru.r.log.Printf("reencrypt /%s: %s: %d re-encrypted, %d already current, %d failures %s",
+		j.ZonePath, state, j.Rewrapped, j.Current, len(ru.failed), reason)
+	ru.r.audit.Action("reencrypt.end", map[string]any{"zone": "/" + j.ZonePath, "state": state,
+		"reencrypted": j.Rewrapped, "failures": j.Failures, "target": j.Target}, nil)
+}
+
+func (ru *run) loop() {
+	ru.mu.Lock()
+	ru.job.State = keystore.JobProcessing
+	ru.startedAt, ru.scannedAt = time.Now(), ru.job.Scanned
+	needTotal := ru.job.Pass == 0 && ru.job.Total == 0
+	ru.mu.Unlock()
+	if needTotal {
+		n, err := countFiles(ru.ctx, ru.root)
+		if err != nil && ru.ctx.Err() == nil {
+			ru.finish(keystore.JobFailed, "walk the zone: "+err.Error())
+			return
+		}
+		ru.mu.Lock()
+		ru.job.Total = n
+		ru.mu.Unlock()
+	}
+	ru.save()
+	for {
+		movesBefore := ru.r.fsys.Moves(ru.zone.ID)
+		err := ru.pass()
+		if ru.ctx.Err() != nil {
+			if ru.userCanceled.Load() {
+				ru.finish(keystore.JobCanceled, "")
+			} else {
+				ru.save() // shutdown: stays Processing, resumes at the next mount
+			}
+			return
+		}
+		if err != nil {
+			ru.finish(keystore.JobFailed, "walk the zone: "+err.Error())
+			return
+		}
+		// A whole pass with no rename or link in the zone has seen every file; else a
+		// sweep over the whole zone catches files that moved behind the walk.
+		complete := !ru.resumed && ru.r.fsys.Moves(ru.zone.ID) == movesBefore
+		ru.mu.Lock()
+		pass, nfailed := ru.job.Pass, len(ru.failed)
+		if !complete && pass < maxSweeps {
+			ru.job.Pass++
+			ru.job.Checkpoint = ""
+			ru.job.Versions = map[uint32]int64{}
+		}
+		ru.mu.Unlock()
+		ru.resumed = false
+		switch {
+		case complete && nfailed > 0:
+			ru.finish(keystore.JobFailed, fmt.Sprintf("%d files could not be re-encrypted (see --failures)", nfailed))
+			return
+		case complete:
+			ru.finish(keystore.JobCompleted, "")
+			return
+		case pass >= maxSweeps:
+			ru.finish(keystore.JobFailed, fmt.Sprintf("files were still being renamed after %d sweeps; start again", maxSweeps))
+			return
+		}
+		ru.save()
+	}
+}
+
+// walkKey orders paths as the walk visits them: depth first, names sorted.
+func walkKey(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
+
+// walk calls emit for every regular file below root in walk order, after checkpoint.
+func walk(ctx context.Context, root, rel, checkpoint string, emit func(rel string) bool) error {
+	entries, err := os.ReadDir(filepath.Join(root, rel))
+	if err != nil {
+		if rel != "" && errors.Is(err, os.ErrNotExist) {
+			return nil // removed while we walked
+		}
+		return err
+	}
+	cpKey := walkKey(checkpoint)
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return nil
+		}
+		p := e.Name()
+		if rel != "" {
+			p = rel + "/" + e.Name()
+		}
+		if checkpoint != "" && walkKey(p) <= cpKey && !strings.HasPrefix(checkpoint, p+"/") {
+			continue
+		}
+		switch {
+		case e.IsDir():
+			if err := walk(ctx, root, p, checkpoint, emit); err != nil {
+				return err
+			}
+		case e.Type().IsRegular():
+			if checkpoint != "" && walkKey(p) <= cpKey {
+				continue
+			}
+			if !emit(p) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+func countFiles(ctx context.Context, root string) (int64, error) {
+	var n int64
+	err := walk(ctx, root, "", "", func(string) bool { n++; return true })
+	return n, err
+}
+
+type outcome int
+
+const (
+	rewrapped outcome = iota
+	current
+	gone
+	failed
+)
+
+type item struct {
+	seq int64
+	rel string
+}
+
+type result struct {
+	item
+	outcome outcome
+	version uint32 // the file's key version afterwards
+	reason  string
+	devIno  [2]uint64
+	nlink   uint64
+}
+
+// pass walks the zone from the checkpoint, re-wrapping in parallel and advancing the
+// checkpoint in walk order.
+func (ru *run) pass() error {
+	ru.mu.Lock()
+	checkpoint, rate, isSweep := ru.job.Checkpoint, ru.job.Rate, ru.job.Pass > 0
+	ru.mu.Unlock()
+	ru.seen = map[[2]uint64]bool{}
+	items := make(chan item, 256)
+	results := make(chan result, 256)
+	var walkErr error
+	go func() {
+		defer close(items)
+		var seq int64
+		start := time.Now()
+		walkErr = walk(ru.ctx, ru.root, "", checkpoint, func(rel string) bool {
+			if rate > 0 {
+				due := start.Add(time.Duration(float64(seq) / rate * float64(time.Second)))
+				if d := time.Until(due); d > 0 {
+					select {
+					case <-time.After(d):
+					case <-ru.ctx.Done():
+						return false
+					}
+				}
+			}
+			select {
+			case items <- item{seq: seq, rel: rel}:
+				seq++
+				return true
+			case <-ru.ctx.Done():
+				return false
+			}
+		})
+	}()
+	var wg sync.WaitGroup
+	for w := 0; w < max(1, ru.r.Workers); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range items {
+				results <- ru.process(it)
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(results) }()
+
+	// Results arrive out of order; the checkpoint only moves past a path once every
+	// path before it is done.
+	pending := map[int64]result{}
+	var next int64
+	for res := range results {
+		pending[res.seq] = res
+		for {
+			r, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			ru.apply(r, isSweep)
+		}
+		if ru.sinceSave >= checkpointFiles || time.Since(ru.lastSave) >= checkpointEvery {
+			ru.save()
+		}
+	}
+	return walkErr
+}
+
+// apply records a file's result in the job, in walk order.
+func (ru *run) apply(res result, isSweep bool) {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	j := &ru.job
+	j.Checkpoint = res.rel
+	ru.sinceSave++
+	if res.outcome == gone {
+		return
+	}
+	if !isSweep {
+		j.Scanned++
+	}
+	// Another name of an inode seen in this pass: the inode was handled at its first.
+	if res.nlink > 1 {
+		if ru.seen[res.devIno] {
+			if !isSweep {
+				j.Links++
+			}
+			return
+		}
+		ru.seen[res.devIno] = true
+	}
+	if !isSweep {
+		j.Files++
+	}
+	if j.Versions == nil {
+		j.Versions = map[uint32]int64{}
+	}
+	switch res.outcome {
+	case rewrapped:
+		j.Rewrapped++
+		j.Versions[res.version]++
+		delete(ru.failed, res.rel)
+	case current:
+		if !isSweep {
+			j.Current++
+		}
+		j.Versions[res.version]++
+		delete(ru.failed, res.rel)
+	case failed:
+		if _, known := ru.failed[res.rel]; !known {
+			j.Failures++
+		}
+		ru.failed[res.rel] = res.reason
+		j.Versions[res.version]++
+	}
+}
+
+// process re-wraps one file, retrying what may pass (an unavailable provider, an EDEK
+// that changed under us).
+func (ru *run) process(it item) result {
+	var res result
+	for attempt := 0; attempt < retries; attempt++ {
+		var retry bool
+		res, retry = ru.rewrapFile(it)
+		if !retry {
+			return res
+		}
+		select {
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		case <-ru.ctx.Done():
+			return res
+		}
+	}
+	return res
+}
+
+func (ru *run) rewrapFile(it item) (result, bool) {
+	res := result{item: it}
+	fail := func(why string, retry bool) (result, bool) {
+		res.outcome, res.reason = failed, why
+		return res, retry
+	}
+	fd, err := unix.Open(filepath.Join(ru.root, it.rel), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
+		res.outcome = gone // deleted or replaced while we walked
+		return res, false
+	}
+	if err != nil {
+		return fail("open: "+err.Error(), false)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail("stat: "+err.Error(), false)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		res.outcome = gone
+		return res, false
+	}
+	res.devIno, res.nlink = [2]uint64{uint64(st.Dev), st.Ino}, uint64(st.Nlink)
+	rec, err := getEDEK(fd)
+	if err != nil {
+		return fail(err.Error(), false)
+	}
+	e, err := crypto.ParseEDEK(rec)
+	if err != nil {
+		return fail("unreadable EDEK: "+err.Error(), false)
+	}
+	res.version = e.KeyVersion
+	target := ru.target
+	if e.KeyVersion >= target && e.KeyName == ru.zone.Key {
+		res.outcome = current
+		return res, false
+	}
+	newRec, err := ru.r.keys.Rewrap(ru.ctx, ru.zone, rec, target)
+	if err != nil {
+		return fail(err.Error(), errors.Is(err, keystore.ErrUnavailable))
+	}
+	unlock := ru.r.fsys.LockFile(&st)
+	defer unlock()
+	now, err := getEDEK(fd)
+	if err != nil {
+		return fail(err.Error(), false)
+	}
+	if !bytes.Equal(now, rec) {
+		return fail("EDEK changed during the rewrap", true)
+	}
+	if err := unix.Fsetxattr(fd, XattrEDEK, newRec, unix.XATTR_REPLACE); err != nil {
+		return fail("store the new EDEK: "+err.Error(), false)
+	}
+	res.outcome, res.version = rewrapped, target
+	return res, false
+}
+
+func getEDEK(fd int) ([]byte, error) {
+	buf := make([]byte, 512)
+	n, err := unix.Fgetxattr(fd, XattrEDEK, buf)
+	if errors.Is(err, unix.ENODATA) {
+		return nil, errors.New("no EDEK (user.ezfs.edek)")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read EDEK: %w", err)
+	}
+	return buf[:n], nil
+}
