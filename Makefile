@@ -3,7 +3,7 @@ BIN     := bin/ezfs
 # Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
 EZFS_RANDOM_OPS ?=
 
-.PHONY: all build deps test unit integration demo vet fuzz clean
+.PHONY: all build deps test unit integration demo vet fuzz bench-reencrypt clean
 
 all: build
 
@@ -29,6 +29,10 @@ integration: deps
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseEDEK -fuzztime 60s ./crypto/
+
+# Reencrypt throughput on 100,000 files (EZFS_BENCH_FILES to change), in files/s.
+bench-reencrypt:
+	$(GO) test -run '^$$' -bench BenchmarkReencrypt -benchtime 1x ./zones/
 
 demo: deps build
 	@scripts/demo.sh $(BIN)

@@ -57,10 +57,17 @@ run "$EZFS" file info "$mnt/finance/report.txt"
 run "$EZFS" file info "$mnt/finance/after-roll.txt"
 run cat "$mnt/finance/report.txt" "$mnt/finance/after-roll.txt"
 
-step "7. The protection chain: every zone key version and the main key version wrapping it"
+step "7. Roll again and reencrypt: every file's data key re-wrapped with the newest version, contents untouched"
+for i in $(seq 1 200); do echo "invoice $i" > "$mnt/finance/invoice-$i.txt"; done
+run "$EZFS" key roll finance
+run "$EZFS" reencrypt start "$mnt/finance" --wait
+run "$EZFS" reencrypt status "$mnt/finance"
+run "$EZFS" file info "$mnt/finance/report.txt"
+
+step "8. The protection chain: every zone key version, the main key version wrapping it, and how many files use it"
 run "$EZFS" key describe finance
 
-step "8. Unmount; remount; everything reads back; unmount again"
+step "9. Unmount; remount; everything reads back; unmount again"
 run "$EZFS" umount "$mnt"
 run "$EZFS" mount "$backing" "$mnt"
 cmp <(seq 1 20000) "$mnt/finance/numbers.txt" && echo "numbers.txt identical after remount"
