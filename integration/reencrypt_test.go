@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -211,22 +212,49 @@ func TestReencryptCrash(t *testing.T) {
 	zone := e.zone("z", "k")
 	sums := fill(t, zone, 3000)
 	e.run("key", "roll", "--mount", e.mnt, "k")
-	e.run("reencrypt", "start", "--rate", "600", zone)
-	last := ""
-	for i, wait := range []time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond, 1200 * time.Millisecond} {
+	e.run("reencrypt", "start", "--rate", "400", zone)
+	for i, wait := range []time.Duration{2500 * time.Millisecond, 3500 * time.Millisecond, 2200 * time.Millisecond} {
 		time.Sleep(wait)
 		before := e.job(zone)
 		e.kill()
 		e.mount()
 		after := e.job(zone)
-		t.Logf("kill %d: checkpoint %q (%d re-encrypted) -> resumed %s at %q", i+1, before.Checkpoint, before.Reencrypted, after.State, after.Checkpoint)
+		t.Logf("kill %d at %q (%d re-encrypted): now %s", i+1, before.Checkpoint, before.Reencrypted, after.State)
 		if after.State != "Processing" && after.State != "Completed" {
 			t.Fatalf("after kill %d the job is %s", i+1, after.State)
 		}
-		if after.Checkpoint != "" && after.Checkpoint < last && after.Pass == 0 {
-			t.Errorf("checkpoint went back from %q to %q", last, after.Checkpoint)
+	}
+	// Each mount resumed from the checkpoint saved before the kill, never further back.
+	log, err := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type resume struct {
+		pass       int
+		checkpoint string
+	}
+	var resumed []resume
+	for _, line := range strings.Split(string(log), "\n") {
+		var r resume
+		if _, rest, ok := strings.Cut(line, "resuming at pass "); ok {
+			pass, cp, _ := strings.Cut(rest, " after ")
+			r.pass, _ = strconv.Atoi(pass)
+			r.checkpoint = strings.Trim(cp, `"`)
+			resumed = append(resumed, r)
 		}
-		last = after.Checkpoint
+	}
+	if len(resumed) != 3 {
+		t.Fatalf("%d resumes logged, want 3:\n%s", len(resumed), log)
+	}
+	walkOrder := func(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
+	for i := 1; i < len(resumed); i++ {
+		a, b := resumed[i-1], resumed[i]
+		if b.pass < a.pass || (b.pass == a.pass && walkOrder(b.checkpoint) < walkOrder(a.checkpoint)) {
+			t.Errorf("resume %d started at %+v, before the previous resume's %+v", i+1, b, a)
+		}
+	}
+	if resumed[2] == (resume{}) {
+		t.Errorf("no checkpoint was saved in three runs: %+v", resumed)
 	}
 	j := e.waitJob(zone)
 	if j.State != "Completed" || j.Failures != 0 {
