@@ -17,6 +17,7 @@ import (
 
 // BenchmarkReencrypt re-wraps a zone of EZFS_BENCH_FILES files (default 100,000)
 // written straight to a backing dir in the zone format, and reports files per second.
+// EZFS_BENCH_WORKERS sets the number of parallel workers (default 2).
 // make bench-reencrypt runs it.
 func BenchmarkReencrypt(b *testing.B) {
 	files := 100000
@@ -74,6 +75,9 @@ func BenchmarkReencrypt(b *testing.B) {
 	reg := zones.NewRegistry()
 	reg.Add(z, "zone")
 	r := zones.NewReencryptor(backing, keys, fsys, nil, testLogger(b))
+	if s := os.Getenv("EZFS_BENCH_WORKERS"); s != "" {
+		r.Workers, _ = strconv.Atoi(s)
+	}
 	defer r.Close()
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
