@@ -88,6 +88,8 @@ type Status struct {
 	ProviderErr string    `json:"provider_error,omitempty"`
 	Zones       int       `json:"zones"`
 	CachedKeys  int       `json:"cached_zone_keys"`
+	// Providers is the health of every provider the mount uses.
+	Providers []ProviderStatus `json:"providers"`
 }
 
 // Reencrypt operations.
@@ -135,4 +137,49 @@ type JobStatus struct {
 	RateLimit      float64      `json:"rate_limit,omitempty"`
 	Reason         string       `json:"reason,omitempty"`
 	FailedFiles    []FailedFile `json:"failed_files,omitempty"`
+}
+
+// Main key operations.
+const (
+	OpKMSShow   = "kms.show"
+	OpKMSRotate = "kms.rotate"
+	OpKMSSet    = "kms.set"
+	OpKMSRewrap = "kms.rewrap"
+	OpKMSRetire = "kms.retire"
+)
+
+// KMSArgs carry a provider description and the secrets it needs. They travel only over
+// the control socket (root only), never on a command line.
+type KMSArgs struct {
+	Provider     string `json:"provider,omitempty"`
+	PKCS11Module string `json:"pkcs11_module,omitempty"`
+	PKCS11Token  string `json:"pkcs11_token,omitempty"`
+	PKCS11Key    string `json:"pkcs11_key,omitempty"`
+	VaultKey     string `json:"vault_key,omitempty"`
+	VaultMount   string `json:"vault_transit_mount,omitempty"`
+	Passphrase   []byte `json:"passphrase,omitempty"`
+	PIN          []byte `json:"pin,omitempty"`
+	Version      uint32 `json:"version,omitempty"`
+}
+
+// MainKeyInfo describes one main key version.
+type MainKeyInfo struct {
+	Version     uint32    `json:"version"`
+	Provider    string    `json:"provider"`
+	KeyRef      string    `json:"key_ref"`
+	Algorithm   string    `json:"algorithm"`
+	OAEPHash    string    `json:"oaep_hash"`
+	Fingerprint string    `json:"fingerprint"`
+	State       string    `json:"state"`
+	Current     bool      `json:"current"`
+	Created     time.Time `json:"created"`
+	// ZoneKeyVersions counts the zone key versions it wraps.
+	ZoneKeyVersions int `json:"zone_key_versions"`
+}
+
+// ProviderStatus is the health of one provider.
+type ProviderStatus struct {
+	Kind  string `json:"kind"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
 }

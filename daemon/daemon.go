@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/fs"
 	"github.com/ezfs/ezfs/keystore"
+	"github.com/ezfs/ezfs/keystore/providers"
 	"github.com/ezfs/ezfs/zones"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -34,7 +36,7 @@ type Config struct {
 	Backing    string // canonical
 	Mountpoint string // canonical
 	Keystore   string // canonical
-	Passphrase []byte
+	Secrets    providers.Secrets
 	Mount      fs.MountOptions
 	Logger     *log.Logger
 	// Ready is called once the mount and the control socket serve.
@@ -68,8 +70,12 @@ func Run(cfg Config) error {
 		return err
 	}
 	defer d.store.Close()
-	providers, err := keystore.Unlock(d.store, cfg.Passphrase)
-	crypto.Zero(cfg.Passphrase)
+	mks, err := d.store.MainKeys()
+	if err != nil {
+		return err
+	}
+	provs, err := providers.Open(context.Background(), mks, cfg.Secrets)
+	cfg.Secrets.Zero()
 	if err != nil {
 		return err
 	}
@@ -77,7 +83,7 @@ func Run(cfg Config) error {
 		return err
 	}
 	defer d.audit.Close()
-	d.ring = keystore.NewKeyring(d.store, providers, d.audit, 0)
+	d.ring = keystore.NewKeyring(d.store, provs, d.audit, 0)
 	defer d.ring.Close()
 	if err := d.loadZones(); err != nil {
 		return err
@@ -291,6 +297,14 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 			return nil, err
 		}
 		return d.reencrypt(op, a)
+	case control.OpKMSShow, control.OpKMSRotate, control.OpKMSSet, control.OpKMSRewrap, control.OpKMSRetire:
+		a, err := decode[control.KMSArgs](raw)
+		if err != nil {
+			return nil, err
+		}
+		defer crypto.Zero(a.Passphrase)
+		defer crypto.Zero(a.PIN)
+		return d.kms(ctx, op, a)
 	}
 	return nil, fmt.Errorf("unknown operation %q", op)
 }
@@ -419,12 +433,26 @@ func (d *daemon) status(ctx context.Context) (*control.Status, error) {
 		return nil, err
 	}
 	st.MainVersion, st.Provider = mk.Version, mk.Provider
-	if p := d.ring.Providers()[mk.Provider]; p == nil {
+	provs := d.ring.Providers()
+	kinds := make([]string, 0, len(provs))
+	for kind := range provs {
+		kinds = append(kinds, kind)
+	}
+	sort.Strings(kinds)
+	for _, kind := range kinds {
+		ps := control.ProviderStatus{Kind: kind, OK: true}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := provs[kind].Status(sctx); err != nil {
+			ps.OK, ps.Error = false, err.Error()
+		}
+		cancel()
+		st.Providers = append(st.Providers, ps)
+		if kind == mk.Provider {
+			st.ProviderOK, st.ProviderErr = ps.OK, ps.Error
+		}
+	}
+	if provs[mk.Provider] == nil {
 		st.ProviderErr = "provider not configured"
-	} else if err := p.Status(ctx); err != nil {
-		st.ProviderErr = err.Error()
-	} else {
-		st.ProviderOK = true
 	}
 	return st, nil
 }

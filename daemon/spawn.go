@@ -25,9 +25,10 @@ const (
 	startupWait = 2 * time.Minute
 )
 
-// Start runs `ezfs <args>` in the background with its output appended to logPath, and
-// returns once the mount is ready, or with the daemon's own error message.
-func Start(args []string, passphrase []byte, logPath string) error {
+// Start runs `ezfs <args>` in the background with its output appended to logPath, hands
+// it secret on a pipe, and returns once the mount is ready, or with the daemon's own
+// error message.
+func Start(args []string, secret []byte, logPath string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -59,7 +60,7 @@ func Start(args []string, passphrase []byte, logPath string) error {
 		secretW.Close()
 		return fmt.Errorf("start daemon: %w", err)
 	}
-	_, _ = secretW.Write(passphrase)
+	_, _ = secretW.Write(secret)
 	secretW.Close()
 
 	done := make(chan string, 1)
@@ -84,11 +85,13 @@ func Start(args []string, passphrase []byte, logPath string) error {
 	}
 }
 
-// cleanEnv drops the passphrase from the daemon's environment: it has it on a pipe.
+// cleanEnv drops the passphrase and PIN from the daemon's environment: it has them on a
+// pipe. VAULT_* stay: the Vault client reads them.
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "EZFS_PASSPHRASE=") && !strings.HasPrefix(kv, childEnv+"=") {
+		if !strings.HasPrefix(kv, "EZFS_PASSPHRASE=") && !strings.HasPrefix(kv, "EZFS_EXTERNAL_KEY_PIN=") &&
+			!strings.HasPrefix(kv, childEnv+"=") {
 			out = append(out, kv)
 		}
 	}
@@ -96,14 +99,14 @@ func cleanEnv() []string {
 }
 
 // Child reports whether this process is a daemon started by Start. If so it returns
-// the passphrase and a function that reports readiness (nil) or failure to the parent.
-func Child() (passphrase []byte, report func(error), ok bool) {
+// the secret and a function that reports readiness (nil) or failure to the parent.
+func Child() (secret []byte, report func(error), ok bool) {
 	if os.Getenv(childEnv) != "1" {
 		return nil, nil, false
 	}
 	os.Unsetenv(childEnv)
 	sf := os.NewFile(secretFd, "secret")
-	passphrase, _ = io.ReadAll(sf)
+	secret, _ = io.ReadAll(sf)
 	sf.Close()
 	rf := os.NewFile(readyFd, "ready")
 	reported := false
@@ -119,7 +122,7 @@ func Child() (passphrase []byte, report func(error), ok bool) {
 		fmt.Fprintln(rf, msg)
 		rf.Close()
 	}
-	return passphrase, report, true
+	return secret, report, true
 }
 
 // ClearStale detaches mnt if it is an ezfs mount whose daemon is gone (the kernel

@@ -38,29 +38,3 @@ func InitSystem(dir string, passphrase []byte) (*MainKey, error) {
 	a.Action("init", map[string]any{"provider": KindSystem, "main_version": mk.Version, "fingerprint": mk.Fingerprint}, nil)
 	return mk, a.Close()
 }
-
-// Unlock opens the providers that the main key versions of s need.
-func Unlock(s *Store, passphrase []byte) ([]Provider, error) {
-	mks, err := s.MainKeys()
-	if err != nil {
-		return nil, err
-	}
-	needSystem := false
-	for _, mk := range mks {
-		if mk.Provider == KindSystem && mk.State == StateActive {
-			needSystem = true
-		}
-	}
-	var out []Provider
-	if needSystem {
-		if len(passphrase) == 0 {
-			return nil, fmt.Errorf("the system main key needs a passphrase: %w", ErrPermission)
-		}
-		p, err := UnlockSystem(mks, passphrase)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}

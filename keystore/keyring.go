@@ -27,10 +27,12 @@ type cachedKey struct {
 // Keyring unwraps zone key versions through the providers and caches them, so a
 // provider is called once per zone key version rather than once per file.
 type Keyring struct {
-	store     *Store
-	providers map[string]Provider
-	audit     *Audit
-	ttl       time.Duration
+	store *Store
+	audit *Audit
+	ttl   time.Duration
+
+	pmu       sync.RWMutex
+	providers map[string]Provider // guarded by pmu; by kind
 
 	mu    sync.RWMutex
 	cache map[versionRef]*cachedKey // guarded by mu; entries' key bytes read under mu.RLock
@@ -60,7 +62,55 @@ func NewKeyring(store *Store, providers []Provider, audit *Audit, ttl time.Durat
 func (k *Keyring) Store() *Store { return k.store }
 
 // Providers returns the providers by kind.
-func (k *Keyring) Providers() map[string]Provider { return k.providers }
+func (k *Keyring) Providers() map[string]Provider {
+	k.pmu.RLock()
+	defer k.pmu.RUnlock()
+	out := make(map[string]Provider, len(k.providers))
+	for kind, p := range k.providers {
+		out[kind] = p
+	}
+	return out
+}
+
+// SetProvider makes p the provider of its kind, closing the one it replaces.
+func (k *Keyring) SetProvider(p Provider) {
+	k.pmu.Lock()
+	old := k.providers[p.Kind()]
+	k.providers[p.Kind()] = p
+	k.pmu.Unlock()
+	if old != nil && old != p {
+		old.Close()
+	}
+}
+
+// unwrapBackoff spaces the retries of an unwrap whose provider is unavailable; the
+// whole sequence stays well under a FUSE request's patience.
+var unwrapBackoff = []time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond}
+
+// decrypt asks mk's provider, retrying while it is unavailable.
+func (k *Keyring) decrypt(ctx context.Context, mk *MainKey, name string, version uint32, wrapped []byte) ([]byte, error) {
+	k.pmu.RLock()
+	p := k.providers[mk.Provider]
+	k.pmu.RUnlock()
+	if p == nil {
+		return nil, fmt.Errorf("provider %s of main key v%d is not configured: %w", mk.Provider, mk.Version, ErrUnavailable)
+	}
+	var pt []byte
+	var err error
+	for _, wait := range unwrapBackoff {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		pt, err = p.Decrypt(ctx, mk, wrapped)
+		k.audit.CountUnwrap(mk, name, version, err)
+		if !errors.Is(err, ErrUnavailable) {
+			break
+		}
+	}
+	return pt, err
+}
 
 // WithZoneKey calls fn with the unwrapped key name@version. The slice is only valid
 // during fn and must not be retained or modified.
@@ -108,13 +158,7 @@ func (k *Keyring) unwrap(ctx context.Context, name string, version uint32) ([]by
 	if err != nil {
 		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, err)
 	}
-	p := k.providers[mk.Provider]
-	if p == nil {
-		return nil, fmt.Errorf("zone key %s@%d: provider %s of main key v%d is not configured: %w",
-			name, version, mk.Provider, mk.Version, ErrUnavailable)
-	}
-	pt, err := p.Decrypt(ctx, mk, kv.Wrapped)
-	k.audit.CountUnwrap(mk, name, version, err)
+	pt, err := k.decrypt(ctx, mk, name, version, kv.Wrapped)
 	if err != nil {
 		return nil, fmt.Errorf("unwrap %s@%d with main key v%d (%s): %w", name, version, mk.Version, mk.Provider, err)
 	}
@@ -170,8 +214,50 @@ func (k *Keyring) Close() error {
 	}
 	k.mu.Unlock()
 	var errs []error
-	for _, p := range k.providers {
+	for _, p := range k.Providers() {
 		errs = append(errs, p.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Rewrap re-wraps every zone key version that is not under the current main key
+// version under it, so older main key versions can be retired. It returns how many
+// versions it re-wrapped.
+func (k *Keyring) Rewrap(ctx context.Context) (int, error) {
+	cur, err := k.store.CurrentMainKey()
+	if err != nil {
+		return 0, err
+	}
+	pub, err := cur.Public()
+	if err != nil {
+		return 0, err
+	}
+	h, err := HashByName(cur.OAEPHash)
+	if err != nil {
+		return 0, err
+	}
+	zks, err := k.store.ZoneKeys()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, zk := range zks {
+		for _, kv := range zk.Versions {
+			if kv.MainVersion == cur.Version {
+				continue
+			}
+			err := k.WithZoneKey(ctx, zk.Name, kv.Version, func(key []byte) error {
+				wrapped, err := crypto.WrapZoneKey(pub, h, zk.Name, kv.Version, key)
+				if err != nil {
+					return err
+				}
+				return k.store.SetZoneKeyWrap(zk.Name, kv.Version, kv.MainVersion, cur.Version, wrapped)
+			})
+			if err != nil {
+				return n, fmt.Errorf("rewrap %s@%d: %w", zk.Name, kv.Version, err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }

@@ -380,3 +380,66 @@ func (s *Store) Zones() ([]*Zone, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, err
 }
+
+// SetZoneKeyWrap replaces the wrapped material of name@version, which must still be
+// wrapped by main key version from, by wrapped under main key version to.
+func (s *Store) SetZoneKeyWrap(name string, version, from, to uint32, wrapped []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketZoneKeys)
+		zk := new(ZoneKey)
+		found, err := getJSON(b, []byte(name), zk)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
+		}
+		for i := range zk.Versions {
+			if zk.Versions[i].Version != version {
+				continue
+			}
+			if zk.Versions[i].MainVersion != from {
+				return fmt.Errorf("%s@%d is wrapped by main key v%d now, not v%d", name, version, zk.Versions[i].MainVersion, from)
+			}
+			zk.Versions[i].MainVersion, zk.Versions[i].Wrapped = to, wrapped
+			return putJSON(b, []byte(name), zk)
+		}
+		return fmt.Errorf("key %s@%d: %w", name, version, ErrKeyNotFound)
+	})
+}
+
+// RetireMainKey marks main key version v retired: no longer unlocked at mount. It
+// refuses the current version and one that still wraps a zone key version.
+func (s *Store) RetireMainKey(v uint32) error {
+	cur, err := s.CurrentMainKey()
+	if err != nil {
+		return err
+	}
+	if cur.Version == v {
+		return fmt.Errorf("main key v%d is the current version: rotate or set another provider first", v)
+	}
+	zks, err := s.ZoneKeys()
+	if err != nil {
+		return err
+	}
+	for _, zk := range zks {
+		for _, kv := range zk.Versions {
+			if kv.MainVersion == v {
+				return fmt.Errorf("main key v%d still wraps %s@%d: run 'ezfs kms rewrap' first", v, zk.Name, kv.Version)
+			}
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMainKeys)
+		mk := new(MainKey)
+		found, err := getJSON(b, u32(v), mk)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("main key v%d: %w", v, ErrKeyNotFound)
+		}
+		mk.State = StateRetired
+		return putJSON(b, u32(v), mk)
+	})
+}

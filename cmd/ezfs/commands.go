@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +14,11 @@ import (
 	"time"
 
 	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/daemon"
 	"github.com/ezfs/ezfs/fs"
 	"github.com/ezfs/ezfs/keystore"
+	"github.com/ezfs/ezfs/keystore/providers"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -23,8 +26,9 @@ import (
 
 // Set when this process is a background daemon started by `ezfs mount`.
 var (
-	childPassphrase []byte
-	childReport     func(error)
+	isChild      bool
+	childSecrets providers.Secrets
+	childReport  func(error)
 )
 
 // passphrase reads the passphrase from --passphrase-file, $EZFS_PASSPHRASE, or a
@@ -72,6 +76,57 @@ func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
 	return p, nil
 }
 
+// pin reads the PKCS#11 user PIN from --pin-file, $EZFS_EXTERNAL_KEY_PIN or a prompt.
+func pin(c *cli.Context) ([]byte, error) {
+	if f := c.String("pin-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("PIN file: %w", err)
+		}
+		if b = bytes.TrimRight(b, "\r\n"); len(b) == 0 {
+			return nil, fmt.Errorf("PIN file %s is empty", f)
+		}
+		return b, nil
+	}
+	if p := os.Getenv("EZFS_EXTERNAL_KEY_PIN"); p != "" {
+		return []byte(p), nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		return nil, errors.New("no PIN: use --pin-file or EZFS_EXTERNAL_KEY_PIN, or run on a terminal")
+	}
+	defer tty.Close()
+	fmt.Fprint(tty, "Token PIN: ")
+	p, err := term.ReadPassword(int(tty.Fd()))
+	fmt.Fprintln(tty)
+	if err != nil || len(p) == 0 {
+		return nil, errors.New("no PIN given")
+	}
+	return p, nil
+}
+
+// secretsFor reads the secrets a provider spec needs.
+func secretsFor(c *cli.Context, provider string, confirm bool) (providers.Secrets, error) {
+	var sec providers.Secrets
+	var err error
+	switch provider {
+	case keystore.KindSystem:
+		sec.Passphrase, err = passphrase(c, confirm)
+	case "pkcs11":
+		sec.PIN, err = pin(c)
+	}
+	return sec, err
+}
+
+// specFlags reads a provider description from the init / kms set flags.
+func specFlags(c *cli.Context) providers.Spec {
+	return providers.Spec{
+		Provider:     c.String("provider"),
+		PKCS11Module: c.String("pkcs11-module"), PKCS11Token: c.String("pkcs11-token"), PKCS11Key: c.String("pkcs11-key"),
+		VaultKey: c.String("vault-key"), VaultMount: c.String("vault-transit-mount"),
+	}
+}
+
 func keystoreDir(c *cli.Context, backing string) (string, error) {
 	if k := c.String("keystore"); k != "" {
 		return control.Canonical(k)
@@ -98,8 +153,9 @@ func cmdInit(c *cli.Context) error {
 	if err := exactArgs(c, "BACKING"); err != nil {
 		return err
 	}
-	if p := c.String("provider"); p != keystore.KindSystem {
-		return fmt.Errorf("provider %q is not available yet: use --provider system", p)
+	spec := specFlags(c)
+	if err := spec.Check(); err != nil {
+		return err
 	}
 	backing, err := backingDir(c.Args().First())
 	if err != nil {
@@ -112,16 +168,17 @@ func cmdInit(c *cli.Context) error {
 	if keystore.Exists(ks) {
 		return fmt.Errorf("%s already has a keystore (%s)", c.Args().First(), ks)
 	}
-	pass, err := passphrase(c, true)
+	sec, err := secretsFor(c, spec.Provider, true)
 	if err != nil {
 		return err
 	}
-	mk, err := keystore.InitSystem(ks, pass)
+	defer sec.Zero()
+	mk, err := providers.Init(context.Background(), ks, spec, sec)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("initialised %s: keystore %s, main key v%d (%s, %s), fingerprint %s\n",
-		backing, ks, mk.Version, mk.Provider, mk.Algorithm+"-"+mk.OAEPHash, mk.Fingerprint)
+	fmt.Printf("initialised %s: keystore %s, main key v%d (%s: %s, %s-%s), fingerprint %s\n",
+		backing, ks, mk.Version, mk.Provider, mk.KeyRef, mk.Algorithm, mk.OAEPHash, mk.Fingerprint)
 	return nil
 }
 
@@ -152,9 +209,10 @@ func cmdMount(c *cli.Context) error {
 		return err
 	}
 	mo.Debug = c.Bool("debug")
-	pass := childPassphrase
-	if pass == nil {
-		// Fail fast on a missing or busy keystore before asking for a passphrase.
+	sec := childSecrets
+	if !isChild {
+		// Fail fast on a missing or busy keystore before asking for secrets, and ask
+		// only for those the keystore's main keys need.
 		s, err := keystore.Open(ks)
 		if err != nil {
 			if errors.Is(err, keystore.ErrLocked) {
@@ -162,9 +220,21 @@ func cmdMount(c *cli.Context) error {
 			}
 			return err
 		}
+		mks, err := s.MainKeys()
 		s.Close()
-		if pass, err = passphrase(c, false); err != nil {
+		if err != nil {
 			return err
+		}
+		needPass, needPIN := providers.Needs(mks)
+		if needPass {
+			if sec.Passphrase, err = passphrase(c, false); err != nil {
+				return err
+			}
+		}
+		if needPIN {
+			if sec.PIN, err = pin(c); err != nil {
+				return err
+			}
 		}
 	}
 	if !c.Bool("foreground") {
@@ -176,14 +246,21 @@ func cmdMount(c *cli.Context) error {
 			args = append(args, "--debug")
 		}
 		args = append(args, "--", backing, mnt)
-		if err := daemon.Start(args, pass, filepath.Join(ks, "ezfs.log")); err != nil {
+		blob, err := json.Marshal(sec)
+		sec.Zero()
+		if err != nil {
+			return err
+		}
+		err = daemon.Start(args, blob, filepath.Join(ks, "ezfs.log"))
+		crypto.Zero(blob)
+		if err != nil {
 			return err
 		}
 		fmt.Printf("mounted %s on %s\n", backing, mnt)
 		return nil
 	}
 	return daemon.Run(daemon.Config{
-		Backing: backing, Mountpoint: mnt, Keystore: ks, Passphrase: pass, Mount: mo,
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo,
 		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
 		Ready: func() {
 			if childReport != nil {
@@ -306,8 +383,16 @@ func cmdStatus(c *cli.Context) error {
 	w := table()
 	fmt.Fprintln(w, "MOUNTPOINT\tBACKING\tPID\tMAIN KEY\tPROVIDER\tHEALTH\tZONES\tCACHED KEYS")
 	for _, s := range out {
-		health := "ok"
-		if !s.ProviderOK {
+		var hs []string
+		for _, p := range s.Providers {
+			h := p.Kind + " ok"
+			if !p.OK {
+				h = p.Kind + " ERROR: " + p.Error
+			}
+			hs = append(hs, h)
+		}
+		health := strings.Join(hs, "; ")
+		if len(hs) == 0 {
 			health = "ERROR: " + s.ProviderErr
 		}
 		fmt.Fprintf(w, "%s\t%s\t%d\tv%d\t%s\t%s\t%d\t%d\n", s.Mountpoint, s.Backing, s.PID, s.MainVersion, s.Provider, health, s.Zones, s.CachedKeys)

@@ -3,11 +3,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/daemon"
 	"github.com/urfave/cli/v2"
 )
@@ -15,8 +17,13 @@ import (
 func main() {
 	app := newApp()
 	args := os.Args
-	if pass, report, ok := daemon.Child(); ok {
-		childPassphrase, childReport = pass, report
+	if blob, report, ok := daemon.Child(); ok {
+		isChild, childReport = true, report
+		if err := json.Unmarshal(blob, &childSecrets); err != nil {
+			report(fmt.Errorf("daemon secrets: %w", err))
+			os.Exit(1)
+		}
+		crypto.Zero(blob)
 	}
 	args = append(args[:1], reorder(app.Commands, args[1:])...)
 	if err := app.Run(args); err != nil {
@@ -37,6 +44,16 @@ var (
 	mountFlag    = &cli.StringFlag{Name: "mount", Usage: "the ezfs mountpoint to talk to (default: the only one)"}
 	keystoreFlag = &cli.StringFlag{Name: "keystore", Usage: "keystore folder (default: BACKING/.ezfs)"}
 	passFileFlag = &cli.StringFlag{Name: "passphrase-file", Usage: "read the passphrase from this file (else $EZFS_PASSPHRASE or a prompt)"}
+	pinFileFlag  = &cli.StringFlag{Name: "pin-file", Usage: "read the PKCS#11 PIN from this file (else $EZFS_EXTERNAL_KEY_PIN or a prompt)"}
+	// providerFlags describe a main key: init and kms set.
+	providerFlags = []cli.Flag{
+		&cli.StringFlag{Name: "provider", Value: "system", Usage: "main key provider: system, pkcs11 or vault"},
+		&cli.StringFlag{Name: "pkcs11-module", Usage: "PKCS#11 module (.so) path"},
+		&cli.StringFlag{Name: "pkcs11-token", Usage: "PKCS#11 token label"},
+		&cli.StringFlag{Name: "pkcs11-key", Usage: "label of the RSA key on the token (generated if missing)"},
+		&cli.StringFlag{Name: "vault-key", Usage: "Transit key name (created as rsa-3072 if missing); server from VAULT_ADDR, token from VAULT_TOKEN"},
+		&cli.StringFlag{Name: "vault-transit-mount", Value: "transit", Usage: "mount path of the Transit engine"},
+	}
 )
 
 func newApp() *cli.App {
@@ -49,13 +66,12 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name: "init", Usage: "create the keystore and main key of a backing directory", ArgsUsage: "BACKING",
-				Flags: []cli.Flag{keystoreFlag, passFileFlag,
-					&cli.StringFlag{Name: "provider", Value: "system", Usage: "main key provider: system"}},
+				Flags:  append([]cli.Flag{keystoreFlag, passFileFlag, pinFileFlag}, providerFlags...),
 				Action: cmdInit,
 			},
 			{
 				Name: "mount", Usage: "mount BACKING at MOUNTPOINT", ArgsUsage: "BACKING MOUNTPOINT",
-				Flags: []cli.Flag{keystoreFlag, passFileFlag,
+				Flags: []cli.Flag{keystoreFlag, passFileFlag, pinFileFlag,
 					&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; log to stderr"},
 					&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, ro, ... (comma separated)"},
 					&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"}},
@@ -81,6 +97,7 @@ func newApp() *cli.App {
 				},
 			},
 			reencryptCommand(),
+			kmsCommand(),
 			{
 				Name: "file", Usage: "inspect files",
 				Subcommands: []*cli.Command{
