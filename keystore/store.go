@@ -209,17 +209,13 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
-// AddMainKey stores a new main key version and makes it current. The version number is
-// assigned here.
+// AddMainKey stores a new main key version and makes it current. A zero Version is
+// assigned the next number.
 func (s *Store) AddMainKey(mk *MainKey) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMainKeys)
 		if mk.Version == 0 {
-			seq, err := b.NextSequence()
-			if err != nil {
-				return err
-			}
-			mk.Version = uint32(seq)
+			mk.Version = nextVersion(b)
 		}
 		if b.Get(u32(mk.Version)) != nil {
 			return fmt.Errorf("main key v%d: %w", mk.Version, ErrExists)
@@ -231,11 +227,20 @@ func (s *Store) AddMainKey(mk *MainKey) error {
 	})
 }
 
-// NextMainVersion is the version number the next AddMainKey will assign.
+// nextVersion is one more than the highest stored version (keys are big-endian).
+func nextVersion(b *bolt.Bucket) uint32 {
+	k, _ := b.Cursor().Last()
+	if k == nil {
+		return 1
+	}
+	return binary.BigEndian.Uint32(k) + 1
+}
+
+// NextMainVersion is the version number the next main key version will have.
 func (s *Store) NextMainVersion() (uint32, error) {
 	var v uint32
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v = uint32(tx.Bucket(bucketMainKeys).Sequence()) + 1
+		v = nextVersion(tx.Bucket(bucketMainKeys))
 		return nil
 	})
 	return v, err

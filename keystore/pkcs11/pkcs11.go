@@ -5,6 +5,7 @@
 package pkcs11
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -60,6 +61,9 @@ func Open(cfg Config) (*Provider, error) {
 		ctx.Destroy()
 		return nil, fmt.Errorf("pkcs11: initialise %s: %w", cfg.Module, classify(err))
 	}
+	// Keep a copy of the PIN: sessions opened later (after a token reset, or for more
+	// parallel calls) log in again, and the caller zeroes its copy.
+	cfg.PIN = bytes.Clone(cfg.PIN)
 	p := &Provider{ctx: ctx, cfg: cfg, sessions: make(chan p11.SessionHandle, poolSize), keys: map[string]p11.ObjectHandle{}}
 	slot, err := p.findToken()
 	if err != nil {
@@ -340,6 +344,7 @@ func (p *Provider) Close() error {
 	_ = p.ctx.Finalize()
 	p.ctx.Destroy()
 	p.ctx = nil
+	crypto.Zero(p.cfg.PIN)
 	return nil
 }
 

@@ -112,7 +112,7 @@ func Open(ctx context.Context, mks []*keystore.MainKey, sec Secrets) ([]keystore
 			err = fmt.Errorf("main key v%d: unknown provider %q: %w", mk.Version, kind, keystore.ErrBadInput)
 		}
 		if err != nil {
-			return fail(fmt.Errorf("provider %s: %w", kind, err))
+			return fail(err)
 		}
 		out = append(out, p)
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
