@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs what ezfs's build, tests and demo need on a Debian machine, if missing.
+# Installs what ezfs's build, tests and demo need on a Debian machine, if missing:
+# FUSE, attr tools, SoftHSM2 (the PKCS#11 token of the tests), the Go modules.
 set -euo pipefail
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v getfattr >/dev/null || need+=(attr)
 command -v xxd >/dev/null || need+=(xxd)
+command -v softhsm2-util >/dev/null || need+=(softhsm2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
