@@ -3,7 +3,7 @@ BIN     := bin/ezfs
 # Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
 EZFS_RANDOM_OPS ?=
 
-.PHONY: all build deps test unit integration demo vet fuzz bench-reencrypt clean
+.PHONY: all build deps vault test unit integration demo vet fuzz bench-reencrypt clean
 
 all: build
 
@@ -13,18 +13,23 @@ build:
 deps:
 	@scripts/deps.sh
 
+# The Vault server the integration tests run (built once from the Go module proxy,
+# then cached in ~/.cache/ezfs).
+vault:
+	@scripts/vault.sh >/dev/null
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt needed"; exit 1; }
 
 # Every test: unit tests, fuzz seeds, and integration tests on real FUSE mounts (root).
-test: deps vet
+test: deps vault vet
 	EZFS_RANDOM_OPS=$(EZFS_RANDOM_OPS) $(GO) test -count=1 -timeout 25m ./...
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
 
-integration: deps
+integration: deps vault
 	$(GO) test -count=1 -timeout 25m -v ./integration/
 
 fuzz:

@@ -157,9 +157,14 @@ type KMSArgs struct {
 	PKCS11Key    string `json:"pkcs11_key,omitempty"`
 	VaultKey     string `json:"vault_key,omitempty"`
 	VaultMount   string `json:"vault_transit_mount,omitempty"`
-	Passphrase   []byte `json:"passphrase,omitempty"`
-	PIN          []byte `json:"pin,omitempty"`
-	Version      uint32 `json:"version,omitempty"`
+	// The administrator's VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE and VAULT_CACERT.
+	VaultAddress   string `json:"vault_addr,omitempty"`
+	VaultToken     string `json:"vault_token,omitempty"`
+	VaultNamespace string `json:"vault_namespace,omitempty"`
+	VaultCACert    string `json:"vault_cacert,omitempty"`
+	Passphrase     []byte `json:"passphrase,omitempty"`
+	PIN            []byte `json:"pin,omitempty"`
+	Version        uint32 `json:"version,omitempty"`
 }
 
 // MainKeyInfo describes one main key version.

@@ -28,6 +28,9 @@ func (d *daemon) kms(ctx context.Context, op string, a control.KMSArgs) (any, er
 			spec = providers.Spec{Provider: a.Provider, PKCS11Module: a.PKCS11Module, PKCS11Token: a.PKCS11Token,
 				PKCS11Key: a.PKCS11Key, VaultKey: a.VaultKey, VaultMount: a.VaultMount}
 		}
+		if spec.Provider == "vault" {
+			spec.VaultAddress, spec.VaultToken, spec.VaultNamespace, spec.VaultCACert = a.VaultAddress, a.VaultToken, a.VaultNamespace, a.VaultCACert
+		}
 		if spec.Provider == keystore.KindSystem {
 			// A new sealed key must open with the passphrase that opens the others.
 			if err := d.checkPassphrase(a.Passphrase); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/ezfs/ezfs/control"
@@ -70,6 +71,10 @@ func cmdKMS(op string) cli.ActionFunc {
 			}
 			defer sec.Zero()
 			a.Passphrase, a.PIN = sec.Passphrase, sec.PIN
+			if provider == "vault" {
+				a.VaultAddress, a.VaultToken = os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
+				a.VaultNamespace, a.VaultCACert = os.Getenv("VAULT_NAMESPACE"), os.Getenv("VAULT_CACERT")
+			}
 		}
 		var mks []control.MainKeyInfo
 		if err := control.Call(sock, op, a, &mks); err != nil {

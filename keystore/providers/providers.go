@@ -37,8 +37,10 @@ type Spec struct {
 	PKCS11Key    string `json:"pkcs11_key,omitempty"`
 	// PKCS11KeyBase is the label of the first version, which later ones are named after.
 	PKCS11KeyBase string `json:"-"`
-	VaultKey     string `json:"vault_key,omitempty"`
-	VaultMount   string `json:"vault_transit_mount,omitempty"`
+	VaultKey      string `json:"vault_key,omitempty"`
+	VaultMount    string `json:"vault_transit_mount,omitempty"`
+	// Vault connection, when it is not the daemon's environment (VAULT_*).
+	VaultAddress, VaultToken, VaultNamespace, VaultCACert string `json:"-"`
 }
 
 // Check reports a spec missing what its provider needs.
@@ -158,7 +160,9 @@ func Enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate 
 		mk, err = hp.Enroll(ctx, spec.PKCS11Key, spec.PKCS11KeyBase, version)
 	case vault.Kind:
 		var vp *vault.Provider
-		if vp, err = vault.Open(vault.Config{Key: spec.VaultKey, Mount: spec.VaultMount}); err != nil {
+		vc := vault.Config{Key: spec.VaultKey, Mount: spec.VaultMount, Address: spec.VaultAddress,
+			Token: spec.VaultToken, Namespace: spec.VaultNamespace, CACert: spec.VaultCACert}
+		if vp, err = vault.Open(vc); err != nil {
 			return nil, nil, err
 		}
 		p = vp

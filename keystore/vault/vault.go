@@ -29,10 +29,13 @@ const Kind = "vault"
 const KeyType = "rsa-3072"
 
 // Config names the Transit key. The server, token, namespace and CA come from the
-// standard VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE and VAULT_CACERT variables.
+// standard VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE and VAULT_CACERT variables, unless
+// set here (kms set passes the administrator's).
 type Config struct {
 	Key   string
 	Mount string // the Transit engine's mount path, "transit" by default
+
+	Address, Token, Namespace, CACert string
 }
 
 // Provider talks to one Vault server. Safe for concurrent use.
@@ -52,9 +55,23 @@ func Open(cfg Config) (*Provider, error) {
 	}
 	vc.Timeout = 10 * time.Second
 	vc.MaxRetries = 0 // the keyring retries with its own backoff
+	if cfg.Address != "" {
+		vc.Address = cfg.Address
+	}
+	if cfg.CACert != "" {
+		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert}); err != nil {
+			return nil, fmt.Errorf("vault: CA %s: %v: %w", cfg.CACert, err, keystore.ErrBadInput)
+		}
+	}
 	c, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault: %v: %w", err, keystore.ErrBadInput)
+	}
+	if cfg.Token != "" {
+		c.SetToken(cfg.Token)
+	}
+	if cfg.Namespace != "" {
+		c.SetNamespace(cfg.Namespace)
 	}
 	if c.Token() == "" {
 		return nil, fmt.Errorf("vault: no token: set VAULT_TOKEN: %w", keystore.ErrPermission)

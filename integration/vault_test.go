@@ -1,0 +1,271 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ezfs/ezfs/control"
+)
+
+var (
+	vaultOnce sync.Once
+	vaultBin  string
+	vaultErr  error
+)
+
+// vaultServer is a real `vault server -dev` on a random loopback port.
+type vaultServer struct {
+	t         *testing.T
+	bin, addr string
+	unsealKey string
+}
+
+// startVault builds (or takes from the cache) the Vault server with scripts/vault.sh,
+// starts a dev server with the Transit engine, and points VAULT_ADDR and VAULT_TOKEN at
+// it for this test.
+func startVault(t *testing.T) *vaultServer {
+	t.Helper()
+	vaultOnce.Do(func() {
+		out, err := exec.Command("../scripts/vault.sh").Output()
+		vaultBin, vaultErr = strings.TrimSpace(string(out)), err
+	})
+	if vaultErr != nil {
+		t.Fatalf("scripts/vault.sh: %v", vaultErr)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "ezfs-test-root-token"
+	cmd := exec.Command(vaultBin, "server", "-dev", "-dev-listen-address="+addr, "-dev-root-token-id="+token, "-dev-no-store-token")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	v := &vaultServer{t: t, bin: vaultBin, addr: "http://" + addr}
+	keyCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if k, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "Unseal Key: "); ok {
+				keyCh <- k
+			}
+		}
+	}()
+	select {
+	case v.unsealKey = <-keyCh:
+	case <-time.After(60 * time.Second):
+		t.Fatal("vault dev server did not start")
+	}
+	t.Setenv("VAULT_ADDR", v.addr)
+	t.Setenv("VAULT_TOKEN", token)
+	for i := 0; ; i++ {
+		resp, err := http.Get(v.addr + "/v1/sys/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if i > 100 {
+			t.Fatalf("vault not healthy: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	v.cli("secrets", "enable", "transit")
+	return v
+}
+
+func (v *vaultServer) cli(args ...string) string {
+	v.t.Helper()
+	out, err := exec.Command(v.bin, args...).CombinedOutput()
+	if err != nil {
+		v.t.Fatalf("vault %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (v *vaultServer) seal()   { v.cli("operator", "seal") }
+func (v *vaultServer) unseal() { v.cli("operator", "unseal", v.unsealKey) }
+
+// TestVault: the main key is a Transit RSA key; while Vault is sealed, zones whose key
+// is already unwrapped keep working and the others fail with EIO and a logged reason;
+// after unsealing they work again without a remount.
+func TestVault(t *testing.T) {
+	v := startVault(t)
+	e := newEnvInit(t, []string{"--provider", "vault", "--vault-key", "ezfs-main"})
+	mks := e.mainKeys()
+	if len(mks) != 1 || mks[0].Provider != "vault" || mks[0].OAEPHash != "SHA-256" || !strings.Contains(mks[0].KeyRef, "transit/keys/ezfs-main v1") {
+		t.Errorf("kms show: %+v", mks)
+	}
+	za, zb := e.zone("a", "ka"), e.zone("b", "kb")
+	for _, z := range []string{za, zb} {
+		if err := os.WriteFile(filepath.Join(z, "f"), []byte("data in "+z), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.remount() // empty key cache
+	if got, err := os.ReadFile(filepath.Join(za, "f")); err != nil || string(got) != "data in "+za {
+		t.Fatalf("zone a: %v", err)
+	}
+	v.seal()
+	if got, err := os.ReadFile(filepath.Join(za, "f")); err != nil || string(got) != "data in "+za {
+		t.Errorf("zone a with Vault sealed (its key is cached): %v", err)
+	}
+	if _, err := os.ReadFile(filepath.Join(zb, "f")); errnoOf(err) != syscall.EIO {
+		t.Errorf("zone b with Vault sealed: %v, want EIO", err)
+	}
+	var st []control.Status
+	decodeJSON(t, e.run("status", "--json", "--mount", e.mnt), &st)
+	if len(st) != 1 || st[0].ProviderOK || !strings.Contains(st[0].ProviderErr, "sealed") {
+		t.Errorf("status with Vault sealed: %+v", st)
+	}
+	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
+	if !strings.Contains(string(log), "unwrap kb@1 with main key v1 (vault)") || !strings.Contains(string(log), "unavailable") {
+		t.Errorf("the log does not name provider, key version and reason:\n%s", log)
+	}
+	v.unseal()
+	if got, err := os.ReadFile(filepath.Join(zb, "f")); err != nil || string(got) != "data in "+zb {
+		t.Errorf("zone b after unseal, without remount: %v", err)
+	}
+	decodeJSON(t, e.run("status", "--json", "--mount", e.mnt), &st)
+	if !st[0].ProviderOK {
+		t.Errorf("status after unseal: %+v", st)
+	}
+	// Mounting while Vault is sealed fails at once, saying why.
+	e.umount()
+	checkAudit(t, e, passphrase)
+	v.seal()
+	start := time.Now()
+	e.fails("sealed", "mount", e.backing, e.mnt)
+	t.Logf("mount with Vault sealed failed after %v", time.Since(start))
+	v.unseal()
+	e.mount()
+	if got, err := os.ReadFile(filepath.Join(zb, "f")); err != nil || !bytes.Equal(got, []byte("data in "+zb)) {
+		t.Errorf("after remount: %v", err)
+	}
+}
+
+// TestRotationChain: system main key v1, then Vault as v2; a roll wraps under v2; after
+// a rewrap nothing needs v1, which is retired, and the mount needs no passphrase.
+func TestRotationChain(t *testing.T) {
+	startVault(t)
+	e := newEnv(t)
+	zone := e.zone("z", "k")
+	if err := os.WriteFile(filepath.Join(zone, "one"), []byte("under k@1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.run("kms", "set", "--mount", e.mnt, "--provider", "vault", "--vault-key", "chain")
+	e.run("key", "roll", "--mount", e.mnt, "k")
+	if err := os.WriteFile(filepath.Join(zone, "two"), []byte("under k@2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	describe := func() []control.KeyVersion {
+		var ki control.KeyInfo
+		decodeJSON(t, e.run("key", "describe", "--json", "--mount", e.mnt, "k"), &ki)
+		return ki.Versions
+	}
+	vs := describe()
+	if len(vs) != 2 || vs[0].MainVersion != 1 || vs[0].MainProvider != "system" || vs[1].MainVersion != 2 || vs[1].MainProvider != "vault" {
+		t.Fatalf("key describe after kms set + roll: %+v", vs)
+	}
+	out := e.run("key", "describe", "--mount", e.mnt, "k")
+	if !strings.Contains(out, "main key v1 (system)") || !strings.Contains(out, "main key v2 (vault)") {
+		t.Errorf("key describe:\n%s", out)
+	}
+	check := func() {
+		t.Helper()
+		for n, want := range map[string]string{"one": "under k@1", "two": "under k@2"} {
+			if got, err := os.ReadFile(filepath.Join(zone, n)); err != nil || string(got) != want {
+				t.Errorf("read %s: %q %v", n, got, err)
+			}
+		}
+	}
+	check()
+	e.fails("still wraps k@1", "kms", "retire", "--mount", e.mnt, "1")
+	e.run("kms", "rewrap", "--mount", e.mnt)
+	if vs := describe(); vs[0].MainVersion != 2 || vs[1].MainVersion != 2 {
+		t.Errorf("after rewrap: %+v", vs)
+	}
+	e.run("kms", "retire", "--mount", e.mnt, "1")
+	mks := e.mainKeys()
+	if len(mks) != 2 || mks[0].State != "retired" || mks[0].ZoneKeyVersions != 0 || !mks[1].Current || mks[1].ZoneKeyVersions != 2 {
+		t.Errorf("kms show after retire: %+v", mks)
+	}
+	e.umount()
+	// The system key is retired: no passphrase is needed any more.
+	if out, errOut, err := ezfsEnv([]string{"EZFS_PASSPHRASE="}, "mount", e.backing, e.mnt); err != nil {
+		t.Fatalf("mount without a passphrase after retiring the system key: %v %s %s", err, out, errOut)
+	}
+	check()
+}
+
+// checkAudit reads the audit log: provider calls grouped per key version and result,
+// admin actions, and never a secret.
+func checkAudit(t *testing.T, e *env, secrets ...string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(e.backing, ".ezfs", "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := map[string]bool{}
+	ops := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if rec["type"] == "provider" {
+			results[fmt.Sprintf("%v@%v %v", rec["key"], rec["key_version"], rec["result"])] = true
+			if n, _ := rec["count"].(float64); n < 1 {
+				t.Errorf("provider line without a count: %s", line)
+			}
+		} else {
+			ops[fmt.Sprint(rec["op"])] = true
+		}
+	}
+	for _, want := range []string{"ka@1 ok", "kb@1 ok", "kb@1 unavailable"} {
+		if !results[want] {
+			t.Errorf("audit log has no unwrap group %q: %v", want, results)
+		}
+	}
+	for _, want := range []string{"init", "mount", "key.create", "zone.create", "unmount"} {
+		if !ops[want] {
+			t.Errorf("audit log has no %q action: %v", want, ops)
+		}
+	}
+	for _, s := range append(secrets, "ezfs-test-root-token") {
+		if strings.Contains(string(raw), s) {
+			t.Errorf("audit log contains a secret %q", s)
+		}
+	}
+}
