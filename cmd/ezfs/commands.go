@@ -31,78 +31,59 @@ var (
 	childReport  func(error)
 )
 
-// passphrase reads the passphrase from --passphrase-file, $EZFS_PASSPHRASE, or a
-// terminal prompt (twice when confirm is set). Never from the command line.
-func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
-	if f := c.String("passphrase-file"); f != "" {
+// readSecret reads a secret from the file named by flag fileFlag, else from the
+// environment variable env, else from a prompt on the terminal (twice when confirm is
+// set). Never from the command line.
+func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byte, error) {
+	if f := c.String(fileFlag); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("passphrase file: %w", err)
+			return nil, fmt.Errorf("%s file: %w", what, err)
 		}
-		b = bytes.TrimRight(b, "\r\n")
-		if len(b) == 0 {
-			return nil, fmt.Errorf("passphrase file %s is empty", f)
+		if b = bytes.TrimRight(b, "\r\n"); len(b) == 0 {
+			return nil, fmt.Errorf("%s file %s is empty", what, f)
 		}
 		return b, nil
 	}
-	if p := os.Getenv("EZFS_PASSPHRASE"); p != "" {
-		return []byte(p), nil
+	if v := os.Getenv(env); v != "" {
+		return []byte(v), nil
 	}
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil || !term.IsTerminal(int(tty.Fd())) {
-		return nil, errors.New("no passphrase: use --passphrase-file or EZFS_PASSPHRASE, or run on a terminal")
+		return nil, fmt.Errorf("no %s: use --%s or %s, or run on a terminal", what, fileFlag, env)
 	}
 	defer tty.Close()
-	fmt.Fprint(tty, "Passphrase: ")
-	p, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
+	ask := func(prompt string) ([]byte, error) {
+		fmt.Fprint(tty, prompt)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		return b, err
+	}
+	p, err := ask(strings.ToUpper(what[:1]) + what[1:] + ": ")
 	if err != nil {
 		return nil, err
 	}
 	if len(p) == 0 {
-		return nil, errors.New("empty passphrase")
+		return nil, fmt.Errorf("empty %s", what)
 	}
 	if confirm {
-		fmt.Fprint(tty, "Repeat passphrase: ")
-		q, err := term.ReadPassword(int(tty.Fd()))
-		fmt.Fprintln(tty)
+		q, err := ask("Repeat " + what + ": ")
 		if err != nil {
 			return nil, err
 		}
 		if !bytes.Equal(p, q) {
-			return nil, errors.New("passphrases do not match")
+			return nil, fmt.Errorf("the %ss do not match", what)
 		}
 	}
 	return p, nil
 }
 
-// pin reads the PKCS#11 user PIN from --pin-file, $EZFS_EXTERNAL_KEY_PIN or a prompt.
+func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
+	return readSecret(c, "passphrase", "passphrase-file", "EZFS_PASSPHRASE", confirm)
+}
+
 func pin(c *cli.Context) ([]byte, error) {
-	if f := c.String("pin-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("PIN file: %w", err)
-		}
-		if b = bytes.TrimRight(b, "\r\n"); len(b) == 0 {
-			return nil, fmt.Errorf("PIN file %s is empty", f)
-		}
-		return b, nil
-	}
-	if p := os.Getenv("EZFS_EXTERNAL_KEY_PIN"); p != "" {
-		return []byte(p), nil
-	}
-	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
-	if err != nil || !term.IsTerminal(int(tty.Fd())) {
-		return nil, errors.New("no PIN: use --pin-file or EZFS_EXTERNAL_KEY_PIN, or run on a terminal")
-	}
-	defer tty.Close()
-	fmt.Fprint(tty, "Token PIN: ")
-	p, err := term.ReadPassword(int(tty.Fd()))
-	fmt.Fprintln(tty)
-	if err != nil || len(p) == 0 {
-		return nil, errors.New("no PIN given")
-	}
-	return p, nil
+	return readSecret(c, "PIN", "pin-file", "EZFS_EXTERNAL_KEY_PIN", false)
 }
 
 // secretsFor reads the secrets a provider spec needs.

@@ -29,11 +29,16 @@ func reencryptCommand() *cli.Command {
 	}
 }
 
-func cmdReencryptStart(c *cli.Context) error {
+// zoneArg finds the daemon serving the ZONE argument and the zone's path in the mount.
+func zoneArg(c *cli.Context) (string, string, error) {
 	if err := exactArgs(c, "ZONE"); err != nil {
-		return err
+		return "", "", err
 	}
-	sock, rel, err := socketForPath(c.Args().First())
+	return socketForPath(c.Args().First())
+}
+
+func cmdReencryptStart(c *cli.Context) error {
+	sock, rel, err := zoneArg(c)
 	if err != nil {
 		return err
 	}
@@ -117,10 +122,7 @@ func progressLine(j control.JobStatus) string {
 }
 
 func cmdReencryptCancel(c *cli.Context) error {
-	if err := exactArgs(c, "ZONE"); err != nil {
-		return err
-	}
-	sock, rel, err := socketForPath(c.Args().First())
+	sock, rel, err := zoneArg(c)
 	if err != nil {
 		return err
 	}
