@@ -3,7 +3,7 @@ BIN     := bin/ezfs
 # Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
 EZFS_RANDOM_OPS ?=
 
-.PHONY: all build deps vault test unit integration demo vet fuzz bench-reencrypt clean
+.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-go bench-reencrypt clean
 
 all: build
 
@@ -34,6 +34,14 @@ integration: deps vault
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseEDEK -fuzztime 60s ./crypto/
+
+# ezfs zone vs its own passthrough vs gocryptfs vs the plain disk; writes BENCHMARKS.md.
+bench: deps build
+	scripts/bench.sh $(BIN)
+
+# Go benchmarks of the crypto and format code: regressions show without a mount.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./crypto/ ./fs/
 
 # Reencrypt throughput on 100,000 files (EZFS_BENCH_FILES to change), in files/s.
 bench-reencrypt:

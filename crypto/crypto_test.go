@@ -212,3 +212,28 @@ func BenchmarkOpenBlock(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkOpenEDEK(b *testing.B) {
+	zk, _ := NewZoneKey()
+	dek, _ := NewDEK()
+	e, _ := SealDEK(zk, ZoneID{1}, "bench", 1, FileID{2}, dek)
+	raw, _ := e.MarshalBinary()
+	for i := 0; i < b.N; i++ {
+		p, err := ParseEDEK(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Open(zk, ZoneID{1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSizes(b *testing.B) {
+	var sink int64
+	for i := 0; i < b.N; i++ {
+		n, _ := PlainSize(BackingSize(int64(i)))
+		sink += n + BlockOffset(int64(i))
+	}
+	_ = sink
+}

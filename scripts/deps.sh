@@ -7,6 +7,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v getfattr >/dev/null || need+=(attr)
 command -v xxd >/dev/null || need+=(xxd)
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
+command -v bc >/dev/null || need+=(bc)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# make bench: the same workloads, interleaved and repeated, on
+#   plain  the backing disk itself
+#   pass   an ezfs mount outside zones (its own passthrough)
+#   zone   an ezfs zone
+#   gcfs   gocryptfs on the same disk
+# then medians, ratios, and BENCHMARKS.md. Public tools only: dd, fio, tar, ls, rm, xargs.
+# BENCH_ROUNDS (default 3), BENCH_GIB (size of the streaming file, default 1),
+# BENCH_FIO_SECONDS (default 10), BENCH_DIR (default a folder under /var/tmp).
+set -euo pipefail
+EZFS=$(realpath "${1:-bin/ezfs}")
+ROUNDS=${BENCH_ROUNDS:-3}
+GIB=${BENCH_GIB:-1}
+FIO_SECONDS=${BENCH_FIO_SECONDS:-10}
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+
+need=()
+command -v gocryptfs >/dev/null || need+=(gocryptfs)
+command -v fio >/dev/null || need+=(fio)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ "$(id -u)" = 0 ] || { echo "bench: run as root (mounts, drop_caches)" >&2; exit 1; }
+
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ezfs-bench.XXXXXX")
+export EZFS_PASSPHRASE=bench-passphrase
+cleanup() {
+  "$EZFS" umount "$work/ezmnt" 2>/dev/null || umount -l "$work/ezmnt" 2>/dev/null || true
+  fusermount3 -u "$work/gcmnt" 2>/dev/null || umount -l "$work/gcmnt" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work"/{plain,ezback,ezmnt,gcback,gcmnt}
+
+"$EZFS" init "$work/ezback" >/dev/null
+"$EZFS" mount "$work/ezback" "$work/ezmnt" >/dev/null
+"$EZFS" key create bench --mount "$work/ezmnt" >/dev/null
+mkdir "$work/ezmnt/zone" "$work/ezmnt/pass"
+"$EZFS" zone create "$work/ezmnt/zone" --key bench >/dev/null
+echo gocryptfs-bench > "$work/gcpass"
+gocryptfs -q -init -passfile "$work/gcpass" "$work/gcback"
+gocryptfs -q -passfile "$work/gcpass" "$work/gcback" "$work/gcmnt"
+ezpid=$("$EZFS" status --json --mount "$work/ezmnt" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p' | head -1)
+
+declare -A DIR=([plain]="$work/plain" [pass]="$work/ezmnt/pass" [zone]="$work/ezmnt/zone" [gcfs]="$work/gcmnt")
+TARGETS=(plain pass zone gcfs)
+tar -C /usr/local/go -cf "$work/tree.tar" src
+files=$(tar -tf "$work/tree.tar" | grep -vc '/$')
+
+results=$work/results
+: > "$results"
+record() { echo "$1 $2 $3" >> "$results"; } # workload target value
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc -l; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  for t in "${TARGETS[@]}"; do
+    d=${DIR[$t]}
+    [ "$t" = zone ] && echo 5 > "/proc/$ezpid/clear_refs" # reset the daemon's peak RSS
+    drop; s=$(now)
+    dd if=/dev/zero of="$d/stream" bs=1M count=$((GIB * 1024)) conv=fsync status=none
+    record write "$t" "$(echo "$GIB * 1024 / $(elapsed "$s")" | bc -l)"
+    [ "$t" = zone ] && record rss zone "$(awk '/VmHWM/ {print $2 / 1024}' "/proc/$ezpid/status")"
+    drop; s=$(now)
+    dd if="$d/stream" of=/dev/null bs=1M status=none
+    record read "$t" "$(echo "$GIB * 1024 / $(elapsed "$s")" | bc -l)"
+    rm -f "$d/stream"
+  done
+  for t in "${TARGETS[@]}"; do
+    d=${DIR[$t]}
+    drop; s=$(now); tar -C "$d" -xf "$work/tree.tar"; sync; record untar "$t" "$(elapsed "$s")"
+    drop; s=$(now); ls -lR "$d/src" > /dev/null; record ls "$t" "$(elapsed "$s")"
+    s=$(now); rm -rf "$d/src"; sync; record rm "$t" "$(elapsed "$s")"
+    mkdir "$d/many"
+    s=$(now); (cd "$d/many" && seq -f "f%05g" 1 10000 | xargs touch); sync; record create "$t" "$(elapsed "$s")"
+    rm -rf "$d/many"
+  done
+  for t in "${TARGETS[@]}"; do
+    d=${DIR[$t]}
+    for rw in randread randwrite; do
+      iops=$(fio --name=bench --filename="$d/fio" --size=256M --rw=$rw --bs=4k --ioengine=psync \
+        --runtime="$FIO_SECONDS" --time_based --invalidate=1 --output-format=terse --terse-version=3 |
+        awk -F';' -v rw=$rw '{print (rw == "randread") ? $8 : $49}')
+      record "$rw" "$t" "$iops"
+    done
+    rm -f "$d/fio"
+  done
+done
+
+median() { grep "^$1 $2 " "$results" | awk '{print $3}' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# Ratios say how many times better the zone is: for rates zone/other, for times other/zone.
+table() {
+  printf '| workload | unit | plain disk | ezfs passthrough | ezfs zone | gocryptfs | zone vs passthrough | zone vs gocryptfs |\n'
+  printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
+  for w in write read untar ls rm create randread randwrite; do
+    case $w in
+      write|read) unit="MiB/s"; better=higher ;;
+      randread|randwrite) unit="IOPS"; better=higher ;;
+      *) unit="s"; better=lower ;;
+    esac
+    p=$(median $w plain); e=$(median $w pass); z=$(median $w zone); g=$(median $w gcfs)
+    if [ $better = higher ]; then
+      r1=$(echo "$z / $e" | bc -l); r2=$(echo "$z / $g" | bc -l)
+    else
+      r1=$(echo "$e / $z" | bc -l); r2=$(echo "$g / $z" | bc -l)
+    fi
+    printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n' "$w" "$unit" "$p" "$e" "$z" "$g" "$r1" "$r2"
+  done
+  printf '\nezfs daemon peak RSS during the streaming write into the zone: %.0f MiB (median)\n' "$(median rss zone)"
+}
+
+{
+  echo "# ezfs benchmarks"
+  echo
+  echo "Latest run of \`make bench\` ($(date -u +%Y-%m-%d)): $ROUNDS interleaved rounds, medians."
+  echo "Ratios are how many times better the ezfs zone does (rates: zone ÷ other; times: other ÷ zone),"
+  echo "so above 1.00× the zone is faster."
+  echo
+  table
+  echo
+  echo "Workloads: streaming write of ${GIB} GiB (\`dd bs=1M conv=fsync\`); streaming read of it"
+  echo "with a cold page cache; untar of the Go source tree ($files files); \`ls -lR\` of it (cold);"
+  echo "\`rm -rf\` of it; creating 10,000 empty files (\`xargs touch\`); fio 4 KiB random read and"
+  echo "random write (psync, ${FIO_SECONDS} s, 256 MiB file)."
+  echo
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB,"
+  echo "kernel $(uname -r), backing file system $(stat -f -c %T "$work")."
+  echo "Versions: ezfs $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown),"
+  echo "$(gocryptfs -version | head -1), $(fio --version), $(go version | cut -d' ' -f3)."
+  echo
+  echo "Reproduce: \`make bench\` (as root; installs gocryptfs and fio if missing)."
+} > "$OUT"
+cat "$OUT"
