@@ -178,9 +178,12 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// The kernel already applied the caller's umask; ours must not apply a second one.
 	syscall.Umask(0)
 	sec := time.Second
+	// Negative entries are cached as long as positive ones: every create starts with a
+	// lookup of a name that is not there. Names made through the mount invalidate them.
 	opts := &gofs.Options{
-		EntryTimeout: &sec,
-		AttrTimeout:  &sec,
+		EntryTimeout:    &sec,
+		AttrTimeout:     &sec,
+		NegativeTimeout: &sec,
 		MountOptions: fuse.MountOptions{
 			Name:              "ezfs",
 			FsName:            f.backing,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -107,6 +108,11 @@ type Zone struct {
 type Store struct {
 	db  *bolt.DB
 	dir string
+
+	// latest caches the newest version of each zone key: every file create needs it.
+	// The daemon is the keystore's only writer, so the cache follows every roll.
+	latestMu sync.Mutex
+	latest   map[string]uint32 // guarded by latestMu
 }
 
 // Dir is the keystore folder.
@@ -169,7 +175,7 @@ func open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir}, nil
+	return &Store{db: db, dir: dir, latest: map[string]uint32{}}, nil
 }
 
 // Close releases the file lock.
@@ -344,7 +350,28 @@ func (s *Store) addZoneKeyVersion(name string, create bool) (*ZoneKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.latestMu.Lock()
+	s.latest[name] = zk.Latest().Version
+	s.latestMu.Unlock()
 	return zk, nil
+}
+
+// LatestVersion is the newest version of zone key name.
+func (s *Store) LatestVersion(name string) (uint32, error) {
+	s.latestMu.Lock()
+	v, ok := s.latest[name]
+	s.latestMu.Unlock()
+	if ok {
+		return v, nil
+	}
+	zk, err := s.ZoneKey(name)
+	if err != nil {
+		return 0, err
+	}
+	s.latestMu.Lock()
+	s.latest[name] = zk.Latest().Version
+	s.latestMu.Unlock()
+	return zk.Latest().Version, nil
 }
 
 // ZoneKey returns key name with all its versions.

@@ -26,10 +26,10 @@ run "$EZFS" init "$backing"
 
 step "2. Mount it (the daemon keeps serving in the background)"
 run "$EZFS" mount "$backing" "$mnt"
-run "$EZFS" status
+run "$EZFS" status --mount "$mnt"
 
 step "3. Create a zone key and make an empty directory an encryption zone"
-run "$EZFS" key create finance
+run "$EZFS" key create finance --mount "$mnt"
 mkdir "$mnt/finance"
 run "$EZFS" zone create "$mnt/finance" --key finance
 
@@ -51,7 +51,7 @@ echo "files outside zones pass through in the clear: $(cat "$backing/readme.txt"
 run "$EZFS" file info "$mnt/finance/report.txt"
 
 step "6. Roll the zone key: new files use finance@2, old files stay on finance@1"
-run "$EZFS" key roll finance
+run "$EZFS" key roll finance --mount "$mnt"
 echo "written after the roll" > "$mnt/finance/after-roll.txt"
 run "$EZFS" file info "$mnt/finance/report.txt"
 run "$EZFS" file info "$mnt/finance/after-roll.txt"
@@ -59,13 +59,13 @@ run cat "$mnt/finance/report.txt" "$mnt/finance/after-roll.txt"
 
 step "7. Roll again and reencrypt: every file's data key re-wrapped with the newest version, contents untouched"
 for i in $(seq 1 200); do echo "invoice $i" > "$mnt/finance/invoice-$i.txt"; done
-run "$EZFS" key roll finance
+run "$EZFS" key roll finance --mount "$mnt"
 run "$EZFS" reencrypt start "$mnt/finance" --wait
 run "$EZFS" reencrypt status "$mnt/finance"
 run "$EZFS" file info "$mnt/finance/report.txt"
 
 step "8. The protection chain: every zone key version, the main key version wrapping it, and how many files use it"
-run "$EZFS" key describe finance
+run "$EZFS" key describe finance --mount "$mnt"
 
 step "9. Unmount; remount; everything reads back; unmount again"
 run "$EZFS" umount "$mnt"

@@ -186,11 +186,10 @@ type Keys struct {
 // xattr and the file ID.
 func (k *Keys) NewFileKey(ctx context.Context, z *Zone) ([]byte, []byte, crypto.FileID, error) {
 	var id crypto.FileID
-	zk, err := k.Ring.Store().ZoneKey(z.Key)
+	version, err := k.Ring.Store().LatestVersion(z.Key)
 	if err != nil {
 		return nil, nil, id, err
 	}
-	version := zk.Latest().Version
 	id, err = crypto.NewFileID()
 	if err != nil {
 		return nil, nil, id, err
