@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -60,7 +61,19 @@ type daemon struct {
 }
 
 // Run serves the mount until it is unmounted or the process gets SIGTERM/SIGINT.
+// EZFS_CPUPROFILE=FILE writes a CPU profile of the whole run (for performance work).
 func Run(cfg Config) error {
+	if f := os.Getenv("EZFS_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer out.Close()
+		defer pprof.StopCPUProfile()
+	}
 	d := &daemon{cfg: cfg, log: cfg.Logger, registry: zones.NewRegistry(), started: time.Now().UTC()}
 	if d.log == nil {
 		d.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)

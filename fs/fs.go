@@ -192,6 +192,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 			DirectMountFlags:  mo.Flags,
 			MaxWrite:          1 << 20,
 			EnableLocks:       true,
+			DisableSplice:     true,
 			Debug:             mo.Debug,
 			Options:           []string{"default_permissions"},
 		},
