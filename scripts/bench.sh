@@ -39,7 +39,7 @@ mkdir "$work/ezmnt/zone" "$work/ezmnt/pass"
 "$EZFS" zone create "$work/ezmnt/zone" --key bench >/dev/null
 echo gocryptfs-bench > "$work/gcpass"
 gocryptfs -q -init -passfile "$work/gcpass" "$work/gcback"
-gocryptfs -q -passfile "$work/gcpass" "$work/gcback" "$work/gcmnt"
+gocryptfs -q -nosyslog -passfile "$work/gcpass" "$work/gcback" "$work/gcmnt"
 ezpid=$("$EZFS" status --json --mount "$work/ezmnt" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p' | head -1)
 
 declare -A DIR=([plain]="$work/plain" [pass]="$work/ezmnt/pass" [zone]="$work/ezmnt/zone" [gcfs]="$work/gcmnt")
