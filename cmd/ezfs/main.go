@@ -57,6 +57,16 @@ var (
 )
 
 func newApp() *cli.App {
+	app := buildApp()
+	// An unknown command (or subcommand) is a one-line error with a non-zero exit.
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		fmt.Fprintf(os.Stderr, "ezfs: unknown command %q (see 'ezfs --help')\n", name)
+		os.Exit(2)
+	}
+	return app
+}
+
+func buildApp() *cli.App {
 	return &cli.App{
 		Name:                 "ezfs",
 		Usage:                "encryption zones on a FUSE mount",
