@@ -202,7 +202,26 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
+	f.raiseReadahead(mountpoint)
 	return srv, nil
+}
+
+// readaheadKB is the kernel readahead of the mount. FUSE starts at 128 KiB; zone reads
+// are disk-bound when cold, and larger READ requests (up to MaxWrite) let the backing
+// disk stream (BENCHMARKS.md).
+const readaheadKB = 1024
+
+// raiseReadahead sets the mount's readahead through its backing device info; without
+// permission it leaves the kernel default.
+func (f *FS) raiseReadahead(mountpoint string) {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(p, []byte(fmt.Sprint(readaheadKB)), 0); err != nil {
+		f.log.Printf("readahead of %s stays at the kernel default: %v", mountpoint, err)
+	}
 }
 
 // MakeZone marks the empty directory rel (relative to the backing dir) as the root of
