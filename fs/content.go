@@ -90,9 +90,17 @@ func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
 	if err := preadFull(fd, sealed, start); err != nil {
 		return 0, err
 	}
-	plainBuf := getBuf(int(last-first+1) * bs)
-	defer bufPool.Put(plainBuf)
-	plain := (*plainBuf)[:0]
+	// Reads the page cache makes start on a block and end on one or at EOF: their
+	// plaintext goes straight into dest.
+	var plain []byte
+	direct := off%bs == 0 && (end == size || (end-off)%bs == 0)
+	if direct {
+		plain = dest[:0]
+	} else {
+		plainBuf := getBuf(int(last-first+1) * bs)
+		defer bufPool.Put(plainBuf)
+		plain = (*plainBuf)[:0]
+	}
 	for i := first; i <= last; i++ {
 		l := sealedLen(i, size)
 		var err error
@@ -101,6 +109,9 @@ func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
 			return 0, err
 		}
 		sealed = sealed[l:]
+	}
+	if direct {
+		return len(plain), nil
 	}
 	return copy(dest, plain[off-first*bs:end-first*bs]), nil
 }

@@ -60,6 +60,24 @@ func checkSame(t *testing.T, step int, n *node, fd int, ref *os.File) {
 	if !bytes.Equal(got[:k], want) {
 		t.Fatalf("step %d: contents differ", step)
 	}
+	// Windows: block-aligned (decrypted straight into the buffer) and not, inside the
+	// file and across its end.
+	size := int64(len(want))
+	for _, w := range []struct{ off, n int64 }{
+		{0, bs}, {bs, 3 * bs}, {bs, bs + 7}, {0, 100}, {size / bs * bs, 2 * bs}, {1, bs}, {bs - 1, 2}, {size / 2, bs + 7}, {size - 1, 10},
+	} {
+		if w.off < 0 || w.off > size {
+			continue
+		}
+		buf := make([]byte, w.n)
+		k, err := n.readLocked(fd, buf, w.off)
+		if err != nil {
+			t.Fatalf("step %d: read %d+%d: %v", step, w.off, w.n, err)
+		}
+		if exp := want[w.off:min(w.off+w.n, size)]; !bytes.Equal(buf[:k], exp) {
+			t.Fatalf("step %d: read %d+%d: %d bytes differ from the %d expected", step, w.off, w.n, k, len(exp))
+		}
+	}
 }
 
 // TestContentOps drives the block format's write, extend and truncate paths directly

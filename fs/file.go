@@ -66,7 +66,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return gofs.NewLoopbackFile(fd), 0, 0
+		return n.fsys.plainFile(fd), 0, 0
 	}
 	fd, errno := n.openBacking(openFlags(flags, true))
 	if errno != 0 {
@@ -176,7 +176,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			syscall.Close(fd)
 			return nil, nil, 0, errno
 		}
-		return ch, gofs.NewLoopbackFile(fd), 0, 0
+		return ch, n.fsys.plainFile(fd), 0, 0
 	}
 	fd, err := openPath(p, openFlags(flags, true)|syscall.O_CREAT|syscall.O_EXCL, mode)
 	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
@@ -251,13 +251,41 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	ch := n.newChild(ctx, "", &st, &out.Attr)
 	if z == nil {
-		return ch, gofs.NewLoopbackFile(fd), 0, 0
+		return ch, n.fsys.plainFile(fd), 0, 0
 	}
 	c := ch.Operations().(*node)
 	c.mu.Lock()
 	c.cc, c.size, c.sizeKnown = cc, 0, true
 	c.mu.Unlock()
 	return ch, &file{n: c, fd: fd}, 0, 0
+}
+
+// daemonFile is a plain file whose reads and writes come to the daemon (-o
+// nopassthrough): go-fuse's loopback file without the kernel passthrough.
+type daemonFile struct{ *gofs.LoopbackFile }
+
+func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
+
+// plainFile is the handle of an open file outside zones. By default go-fuse hands its
+// descriptor to the kernel (FUSE passthrough, where the kernel supports it), so its
+// data never passes through the daemon.
+func (f *FS) plainFile(fd int) gofs.FileHandle {
+	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
+	if f.noPassthrough {
+		return daemonFile{lf}
+	}
+	return lf
+}
+
+// loopback returns the loopback file behind a plain file's handle.
+func loopback(fh gofs.FileHandle) (*gofs.LoopbackFile, bool) {
+	switch f := fh.(type) {
+	case *gofs.LoopbackFile:
+		return f, true
+	case daemonFile:
+		return f.LoopbackFile, true
+	}
+	return nil, false
 }
 
 // file is an open encrypted file: a backing descriptor and the node's content state.

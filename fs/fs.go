@@ -62,6 +62,8 @@ type FS struct {
 	hooks   Hooks
 	log     *log.Logger
 	root    *node
+	// noPassthrough is set once, before the mount serves.
+	noPassthrough bool
 
 	// hiddenDir/hiddenName locate the hidden folder: hiddenDir is its parent, relative
 	// to the backing dir ("" for the root).
@@ -111,7 +113,12 @@ func New(o Options) (*FS, error) {
 // MountOptions are the user-facing options of a mount.
 type MountOptions struct {
 	AllowOther bool
-	Debug      bool
+	// DefaultPermissions makes the kernel check permissions; implied by AllowOther.
+	DefaultPermissions bool
+	// NoPassthrough serves the data of files outside zones through the daemon instead
+	// of the kernel's FUSE passthrough.
+	NoPassthrough bool
+	Debug         bool
 	// Flags are mount(2) flags from options such as ro, noexec, noatime.
 	Flags uintptr
 	// Options are the -o words as given, for display.
@@ -149,13 +156,15 @@ func ParseMountOptions(values []string) (MountOptions, error) {
 			case w == "allow_other":
 				mo.AllowOther = true
 			case w == "default_permissions":
-				// always on
+				mo.DefaultPermissions = true
+			case w == "nopassthrough":
+				mo.NoPassthrough = true
 			case ok && f.set:
 				mo.Flags |= f.flag
 			case ok:
 				mo.Flags &^= f.flag
 			default:
-				return mo, fmt.Errorf("unknown mount option %q (known: allow_other, default_permissions, %s)", w, knownFlags())
+				return mo, fmt.Errorf("unknown mount option %q (known: allow_other, default_permissions, nopassthrough, %s)", w, knownFlags())
 			}
 			mo.Options = append(mo.Options, w)
 		}
@@ -172,12 +181,24 @@ func knownFlags() string {
 	return strings.Join(names, ", ")
 }
 
-// Mount serves f at mountpoint. The kernel checks permissions (default_permissions), so
-// several users can share a mount as they share the backing disk.
+// attrTimeout is how long the kernel may cache entries, attributes and negative
+// entries. Names made through the mount invalidate them; changes made on the backing
+// disk directly show within this time.
+const attrTimeout = time.Second
+
+// Mount serves f at mountpoint. With allow_other the kernel checks permissions
+// (default_permissions), so several users can share a mount as they share the backing
+// disk. Without it only the mounting user, root, reaches the mount, and the daemon acts
+// as root on the backing disk: the same checks, without a GETATTR of the parent
+// directory before every create and unlink.
 func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// The kernel already applied the caller's umask; ours must not apply a second one.
 	syscall.Umask(0)
-	sec := time.Second
+	sec := attrTimeout
+	var kopts []string
+	if mo.AllowOther || mo.DefaultPermissions {
+		kopts = append(kopts, "default_permissions")
+	}
 	// Negative entries are cached as long as positive ones: every create starts with a
 	// lookup of a name that is not there. Names made through the mount invalidate them.
 	opts := &gofs.Options{
@@ -194,10 +215,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 			EnableLocks:       true,
 			DisableSplice:     true,
 			Debug:             mo.Debug,
-			Options:           []string{"default_permissions"},
+			Options:           kopts,
 		},
 		Logger: f.log,
 	}
+	f.noPassthrough = mo.NoPassthrough
 	srv, err := gofs.Mount(mountpoint, f.root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

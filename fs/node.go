@@ -53,6 +53,7 @@ var (
 	_ gofs.NodeOpendirHandler = (*node)(nil)
 	_ gofs.NodeReadlinker     = (*node)(nil)
 	_ gofs.NodeStatfser       = (*node)(nil)
+	_ gofs.NodeAccesser       = (*node)(nil)
 	_ gofs.NodeGetxattrer     = (*node)(nil)
 	_ gofs.NodeSetxattrer     = (*node)(nil)
 	_ gofs.NodeRemovexattrer  = (*node)(nil)
@@ -191,8 +192,12 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 }
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if lf, ok := f.(*gofs.LoopbackFile); ok {
-		return lf.Setattr(ctx, in, out)
+	if lf, ok := loopback(f); ok {
+		if errno := lf.Setattr(ctx, in, out); errno != 0 {
+			return errno
+		}
+		out.SetTimeout(attrTimeout)
+		return 0
 	}
 	p := n.path()
 	fd := -1
@@ -244,7 +249,13 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			return gofs.ToErrno(err)
 		}
 	}
-	return n.Getattr(ctx, f, out)
+	if errno := n.Getattr(ctx, f, out); errno != 0 {
+		return errno
+	}
+	// go-fuse leaves the reply of SETATTR uncached; without a timeout the kernel asks
+	// again (GETATTR) before the next chown or utimens of the same file.
+	out.SetTimeout(attrTimeout)
+	return 0
 }
 
 // truncate sets the size; for encrypted files under the content lock.
@@ -513,6 +524,12 @@ func (d *hidingDir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	return d.inner.(gofs.FileFsyncdirer).Fsyncdir(ctx, flags)
 }
 
+// Access answers access(2) when the kernel does not check permissions itself (no
+// default_permissions, so the caller is root): as the daemon, which is root too.
+func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return gofs.ToErrno(unix.Faccessat(unix.AT_FDCWD, n.path(), mask, 0))
+}
+
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var s syscall.Statfs_t
 	if err := syscall.Statfs(n.path(), &s); err != nil {
@@ -574,8 +591,8 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	// Encrypted files cannot share ciphertext; the kernel falls back to read and
 	// write. Plain files copy in the backing file system.
-	in, ok1 := fhIn.(*gofs.LoopbackFile)
-	o, ok2 := fhOut.(*gofs.LoopbackFile)
+	in, ok1 := loopback(fhIn)
+	o, ok2 := loopback(fhOut)
 	if !ok1 || !ok2 {
 		return 0, syscall.EOPNOTSUPP
 	}

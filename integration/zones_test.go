@@ -2,11 +2,14 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestZoneRules: bad zone requests are refused with a one-line error and a non-zero
@@ -130,6 +133,48 @@ func owner(t *testing.T, p string) (uint32, uint32) {
 		t.Fatal(err)
 	}
 	return st.Uid, st.Gid
+}
+
+// TestPrivateMount: without allow_other only root reaches the mount; the kernel then
+// leaves permission checks to the daemon, which must answer as the backing disk would
+// answer root.
+func TestPrivateMount(t *testing.T) {
+	e := newEnv(t)
+	zone := e.zone("private", "k")
+	for _, dir := range []string{zone, e.mnt} {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			if err := os.Chmod(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := asUser(65534, "ls "+dir); err == nil {
+				t.Errorf("another user listed a mount without allow_other: %s", out)
+			}
+			plain, exe := filepath.Join(dir, "plain"), filepath.Join(dir, "exe")
+			if err := os.WriteFile(plain, []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(exe, []byte("#!/bin/sh\necho ran\n"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				path string
+				mode uint32
+				want error
+			}{
+				{plain, unix.R_OK | unix.W_OK, nil},
+				{plain, unix.X_OK, syscall.EACCES},
+				{exe, unix.X_OK, nil},
+				{filepath.Join(dir, "missing"), unix.R_OK, syscall.ENOENT},
+			} {
+				if err := unix.Access(c.path, c.mode); !errors.Is(err, c.want) && err != c.want {
+					t.Errorf("access(%s, %#o) = %v, want %v", filepath.Base(c.path), c.mode, err, c.want)
+				}
+			}
+			if out, err := exec.Command(exe).CombinedOutput(); err != nil || string(out) != "ran\n" {
+				t.Errorf("run %s: %v: %q", exe, err, out)
+			}
+		})
+	}
 }
 
 // TestSharedMount: with allow_other several users share the mount as they share the
