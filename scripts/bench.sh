@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # make bench: the same workloads, interleaved and repeated, on
 #   plain  the backing disk itself
-#   pass   an ezfs mount outside zones (its own passthrough)
+#   pass   an ezfs mount outside zones (its own passthrough: kernel FUSE passthrough)
+#   dpass  the same through the daemon (-o nopassthrough): the go-fuse data path, the
+#          ceiling for zone files, whose bytes must pass through the daemon
 #   zone   an ezfs zone
 #   gcfs   gocryptfs on the same disk
 # then medians, ratios, and BENCHMARKS.md. Public tools only: dd, fio, tar, ls, rm, xargs.
+# Each round visits the targets in a rotated order, and every timed step starts after a
+# sync and a pause (BENCH_SETTLE seconds), so that one target's writeback and discards
+# are not billed to the next.
 # BENCH_ROUNDS (default 3), BENCH_GIB (size of the streaming file, default 1),
-# BENCH_FIO_SECONDS (default 10), BENCH_DIR (default a folder under /var/tmp).
+# BENCH_FIO_SECONDS (default 10), BENCH_SETTLE (default 3), BENCH_DIR (default a folder
+# under /var/tmp).
 set -euo pipefail
 EZFS=$(realpath "${1:-bin/ezfs}")
 ROUNDS=${BENCH_ROUNDS:-3}
 GIB=${BENCH_GIB:-1}
 FIO_SECONDS=${BENCH_FIO_SECONDS:-10}
+SETTLE=${BENCH_SETTLE:-3}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 
 need=()
@@ -25,25 +32,29 @@ fi
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ezfs-bench.XXXXXX")
 export EZFS_PASSPHRASE=bench-passphrase
 cleanup() {
-  "$EZFS" umount "$work/ezmnt" 2>/dev/null || umount -l "$work/ezmnt" 2>/dev/null || true
+  for m in ezmnt dpmnt; do
+    "$EZFS" umount "$work/$m" 2>/dev/null || umount -l "$work/$m" 2>/dev/null || true
+  done
   fusermount3 -u "$work/gcmnt" 2>/dev/null || umount -l "$work/gcmnt" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work"/{plain,ezback,ezmnt,gcback,gcmnt}
+mkdir -p "$work"/{plain,ezback,ezmnt,dpback,dpmnt,gcback,gcmnt}
 
 "$EZFS" init "$work/ezback" >/dev/null
 "$EZFS" mount "$work/ezback" "$work/ezmnt" >/dev/null
 "$EZFS" key create bench --mount "$work/ezmnt" >/dev/null
 mkdir "$work/ezmnt/zone" "$work/ezmnt/pass"
+"$EZFS" init "$work/dpback" >/dev/null
+"$EZFS" mount -o nopassthrough "$work/dpback" "$work/dpmnt" >/dev/null
 "$EZFS" zone create "$work/ezmnt/zone" --key bench >/dev/null
 echo gocryptfs-bench > "$work/gcpass"
 gocryptfs -q -init -passfile "$work/gcpass" "$work/gcback"
 gocryptfs -q -nosyslog -passfile "$work/gcpass" "$work/gcback" "$work/gcmnt"
 ezpid=$("$EZFS" status --json --mount "$work/ezmnt" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p' | head -1)
 
-declare -A DIR=([plain]="$work/plain" [pass]="$work/ezmnt/pass" [zone]="$work/ezmnt/zone" [gcfs]="$work/gcmnt")
-TARGETS=(plain pass zone gcfs)
+declare -A DIR=([plain]="$work/plain" [pass]="$work/ezmnt/pass" [dpass]="$work/dpmnt" [zone]="$work/ezmnt/zone" [gcfs]="$work/gcmnt")
+ALL=(plain pass dpass zone gcfs)
 tar -C /usr/local/go -cf "$work/tree.tar" src
 files=$(tar -tf "$work/tree.tar" | grep -vc '/$')
 
@@ -52,10 +63,13 @@ results=$work/results
 record() { echo "$1 $2 $3" >> "$results"; } # workload target value
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+settle() { sync; sleep "$SETTLE"; }
+drop() { settle; echo 3 > /proc/sys/vm/drop_caches; }
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
+  k=$(((round - 1) % ${#ALL[@]}))
+  TARGETS=("${ALL[@]:k}" "${ALL[@]:0:k}")
   for t in "${TARGETS[@]}"; do
     d=${DIR[$t]}
     [ "$t" = zone ] && echo 5 > "/proc/$ezpid/clear_refs" # reset the daemon's peak RSS
@@ -72,14 +86,15 @@ for round in $(seq 1 "$ROUNDS"); do
     d=${DIR[$t]}
     drop; s=$(now); tar -C "$d" -xf "$work/tree.tar"; sync; record untar "$t" "$(elapsed "$s")"
     drop; s=$(now); ls -lR "$d/src" > /dev/null; record ls "$t" "$(elapsed "$s")"
-    s=$(now); rm -rf "$d/src"; sync; record rm "$t" "$(elapsed "$s")"
+    settle; s=$(now); rm -rf "$d/src"; sync; record rm "$t" "$(elapsed "$s")"
     mkdir "$d/many"
-    s=$(now); (cd "$d/many" && seq -f "f%05g" 1 10000 | xargs touch); sync; record create "$t" "$(elapsed "$s")"
+    settle; s=$(now); (cd "$d/many" && seq -f "f%05g" 1 10000 | xargs touch); sync; record create "$t" "$(elapsed "$s")"
     rm -rf "$d/many"
   done
   for t in "${TARGETS[@]}"; do
     d=${DIR[$t]}
     for rw in randread randwrite; do
+      settle
       iops=$(fio --name=bench --filename="$d/fio" --size=256M --rw=$rw --bs=4k --ioengine=psync \
         --runtime="$FIO_SECONDS" --time_based --invalidate=1 --output-format=terse --terse-version=3 |
         awk -F';' -v rw=$rw '{print (rw == "randread") ? $8 : $49}')
@@ -93,21 +108,21 @@ median() { grep "^$1 $2 " "$results" | awk '{print $3}' | sort -g | awk '{a[NR]=
 
 # Ratios say how many times better the zone is: for rates zone/other, for times other/zone.
 table() {
-  printf '| workload | unit | plain disk | ezfs passthrough | ezfs zone | gocryptfs | zone vs passthrough | zone vs gocryptfs |\n'
-  printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
+  printf '| workload | unit | plain disk | ezfs passthrough (kernel) | ezfs passthrough (daemon) | ezfs zone | gocryptfs | zone vs passthrough (kernel) | zone vs passthrough (daemon) | zone vs gocryptfs |\n'
+  printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
   for w in write read untar ls rm create randread randwrite; do
     case $w in
       write|read) unit="MiB/s"; better=higher ;;
       randread|randwrite) unit="IOPS"; better=higher ;;
       *) unit="s"; better=lower ;;
     esac
-    p=$(median $w plain); e=$(median $w pass); z=$(median $w zone); g=$(median $w gcfs)
+    p=$(median $w plain); e=$(median $w pass); dp=$(median $w dpass); z=$(median $w zone); g=$(median $w gcfs)
     if [ $better = higher ]; then
-      r1=$(echo "$z / $e" | bc -l); r2=$(echo "$z / $g" | bc -l)
+      r1=$(echo "$z / $e" | bc -l); r2=$(echo "$z / $dp" | bc -l); r3=$(echo "$z / $g" | bc -l)
     else
-      r1=$(echo "$e / $z" | bc -l); r2=$(echo "$g / $z" | bc -l)
+      r1=$(echo "$e / $z" | bc -l); r2=$(echo "$dp / $z" | bc -l); r3=$(echo "$g / $z" | bc -l)
     fi
-    printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× |\n' "$w" "$unit" "$p" "$e" "$z" "$g" "$r1" "$r2"
+    printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× | %.2f× |\n' "$w" "$unit" "$p" "$e" "$dp" "$z" "$g" "$r1" "$r2" "$r3"
   done
   printf '\nezfs daemon peak RSS during the streaming write into the zone: %.0f MiB (median)\n' "$(median rss zone)"
 }
@@ -124,7 +139,13 @@ table() {
   echo "Workloads: streaming write of ${GIB} GiB (\`dd bs=1M conv=fsync\`); streaming read of it"
   echo "with a cold page cache; untar of the Go source tree ($files files); \`ls -lR\` of it (cold);"
   echo "\`rm -rf\` of it; creating 10,000 empty files (\`xargs touch\`); fio 4 KiB random read and"
-  echo "random write (psync, ${FIO_SECONDS} s, 256 MiB file)."
+  echo "random write (psync, ${FIO_SECONDS} s, 256 MiB file). Every timed step starts after a sync"
+  echo "and a ${SETTLE} s pause; each round visits the targets in a rotated order."
+  echo
+  echo "Columns: the plain backing disk; a folder outside zones of an ezfs mount as mounted by"
+  echo "default, whose file data the kernel's FUSE passthrough serves without the daemon"
+  echo "(kernel); the same with \`-o nopassthrough\`, every byte through the daemon, the go-fuse"
+  echo "data path a zone file takes too (daemon); an ezfs zone; gocryptfs."
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB,"
   echo "kernel $(uname -r), backing file system $(stat -f -c %T "$work")."
