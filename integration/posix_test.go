@@ -10,7 +10,8 @@ import (
 )
 
 // TestPosix runs every test of go-fuse's posixtest.All in a zone and outside zones,
-// each in a fresh directory of one ezfs mount.
+// each in a fresh directory of one ezfs mount; and outside zones of a mount whose plain
+// files are served through the daemon (-o nopassthrough).
 func TestPosix(t *testing.T) {
 	e := newEnv(t)
 	zone := e.zone("zone", "posix")
@@ -18,12 +19,13 @@ func TestPosix(t *testing.T) {
 	if err := os.Mkdir(plain, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	daemon := newEnv(t, "nopassthrough").mnt
 	names := make([]string, 0, len(posixtest.All))
 	for n := range posixtest.All {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}} {
+	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}, {"nopassthrough", daemon}} {
 		t.Run(where.name, func(t *testing.T) {
 			for _, n := range names {
 				t.Run(n, func(t *testing.T) {
