@@ -90,28 +90,36 @@ func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
 	if err := preadFull(fd, sealed, start); err != nil {
 		return 0, err
 	}
+	// Block j of the request opens to plain[j*bs:]; all but the last are full.
+	total := int((last-first)*bs + sealedLen(last, size) - crypto.BlockOverhead)
 	// Reads the page cache makes start on a block and end on one or at EOF: their
 	// plaintext goes straight into dest.
 	var plain []byte
 	direct := off%bs == 0 && (end == size || (end-off)%bs == 0)
 	if direct {
-		plain = dest[:0]
+		plain = dest[:total]
 	} else {
-		plainBuf := getBuf(int(last-first+1) * bs)
+		plainBuf := getBuf(total)
 		defer bufPool.Put(plainBuf)
-		plain = (*plainBuf)[:0]
+		plain = *plainBuf
 	}
-	for i := first; i <= last; i++ {
-		l := sealedLen(i, size)
-		var err error
-		plain, err = n.cc.OpenBlock(plain, sealed[:l], i)
+	for j := 0; j <= int(last-first); j++ {
+		i := first + int64(j)
+		c := sealed[j*crypto.CipherBlockLen:]
+		c = c[:sealedLen(i, size)]
+		// The capacity is the block's share: a longer result would be reallocated
+		// rather than overwrite the next block, and is refused.
+		p := plain[j*bs : j*bs : min((j+1)*bs, total)]
+		got, err := n.cc.OpenBlock(p, c, i)
 		if err != nil {
 			return 0, err
 		}
-		sealed = sealed[l:]
+		if len(got) != cap(p) {
+			return 0, fmt.Errorf("block %d opened to %d bytes, want %d: %w", i, len(got), cap(p), crypto.ErrFormat)
+		}
 	}
 	if direct {
-		return len(plain), nil
+		return total, nil
 	}
 	return copy(dest, plain[off-first*bs:end-first*bs]), nil
 }
@@ -149,29 +157,46 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 	}
 	end := off + int64(len(data))
 	first, last := off/bs, (end-1)/bs
-	outBuf := getBuf(int(last-first+1) * crypto.CipherBlockLen)
+	// Block j of the request is sealed to out[j*CipherBlockLen:]; only the last can be
+	// short, at the new end of file.
+	lastLen := min(max(n.size, end)-last*bs, bs)
+	total := int(last-first)*crypto.CipherBlockLen + int(lastLen) + crypto.BlockOverhead
+	outBuf := getBuf(total)
 	defer bufPool.Put(outBuf)
-	out := (*outBuf)[:0]
+	out := *outBuf
 	var block [bs]byte
-	for i := first; i <= last; i++ {
+	for j := 0; j <= int(last-first); j++ {
+		i := first + int64(j)
 		bstart := i * bs
 		oldLen := min(max(n.size-bstart, 0), bs)
 		wStart := max(off, bstart) - bstart
 		wEnd := min(end, bstart+bs) - bstart
 		newLen := max(oldLen, wEnd)
-		pt := block[:newLen]
-		if oldLen > 0 && (wStart > 0 || wEnd < oldLen) {
+		var pt []byte
+		switch {
+		case wStart == 0 && wEnd >= oldLen:
+			// The write covers the block's old bytes: seal straight from data.
+			pt = data[bstart-off : bstart-off+wEnd]
+		case oldLen > 0 && (wStart > 0 || wEnd < oldLen):
 			if _, err := n.openBlockLocked(fd, block[:0], i); err != nil {
 				return err
 			}
+			pt = block[:newLen]
 			clear(pt[oldLen:])
-		} else {
+			copy(pt[wStart:wEnd], data[bstart+wStart-off:bstart+wEnd-off])
+		default:
+			pt = block[:newLen]
 			clear(pt[:wStart])
+			copy(pt[wStart:wEnd], data[bstart+wStart-off:bstart+wEnd-off])
 		}
-		copy(pt[wStart:wEnd], data[bstart+wStart-off:bstart+wEnd-off])
-		var err error
-		if out, err = n.cc.SealBlock(out, pt, i); err != nil {
+		at := j * crypto.CipherBlockLen
+		dst := out[at:at:min(at+crypto.CipherBlockLen, total)]
+		got, err := n.cc.SealBlock(dst, pt, i)
+		if err != nil {
 			return err
+		}
+		if len(got) != cap(dst) {
+			return fmt.Errorf("block %d sealed to %d bytes, want %d", i, len(got), cap(dst))
 		}
 	}
 	if err := pwriteFull(fd, out, crypto.BlockOffset(first)); err != nil {
