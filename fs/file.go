@@ -66,7 +66,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return n.fsys.plainFile(fd), 0, 0
+		return n.fsys.plainFile(fd, flags), 0, 0
 	}
 	fd, errno := n.openBacking(openFlags(flags, true))
 	if errno != 0 {
@@ -176,7 +176,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			syscall.Close(fd)
 			return nil, nil, 0, errno
 		}
-		return ch, n.fsys.plainFile(fd), 0, 0
+		return ch, n.fsys.plainFile(fd, flags), 0, 0
 	}
 	fd, err := openPath(p, openFlags(flags, true)|syscall.O_CREAT|syscall.O_EXCL, mode)
 	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
@@ -251,7 +251,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	ch := n.newChild(ctx, "", &st, &out.Attr)
 	if z == nil {
-		return ch, n.fsys.plainFile(fd), 0, 0
+		return ch, n.fsys.plainFile(fd, flags), 0, 0
 	}
 	c := ch.Operations().(*node)
 	c.mu.Lock()
@@ -268,13 +268,25 @@ func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
 
 // plainFile is the handle of an open file outside zones. By default go-fuse hands its
 // descriptor to the kernel (FUSE passthrough, where the kernel supports it), so its
-// data never passes through the daemon.
-func (f *FS) plainFile(fd int) gofs.FileHandle {
+// data never passes through the daemon. Where the daemon drops set-user-ID on write
+// (rawFS), a set-ID file opened for writing is served by the daemon, which sees
+// the writes that must drop the bits.
+func (f *FS) plainFile(fd int, flags uint32) gofs.FileHandle {
 	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
-	if f.noPassthrough {
+	if f.noPassthrough || f.killPriv && flags&syscall.O_ACCMODE != syscall.O_RDONLY && setID(fd) {
 		return daemonFile{lf}
 	}
 	return lf
+}
+
+// setID reports whether a write by a caller without CAP_FSETID would drop bits of the
+// file's mode; when in doubt, that it would.
+func setID(fd int) bool {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return true
+	}
+	return killBits(st.Mode) != 0
 }
 
 // loopback returns the loopback file behind a plain file's handle.

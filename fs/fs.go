@@ -62,8 +62,9 @@ type FS struct {
 	hooks   Hooks
 	log     *log.Logger
 	root    *node
-	// noPassthrough is set once, before the mount serves.
-	noPassthrough bool
+	// noPassthrough and killPriv are set once, before the mount serves. killPriv: the
+	// daemon drops set-user-ID on marked writes (FUSE_HANDLE_KILLPRIV_V2).
+	noPassthrough, killPriv bool
 
 	// hiddenDir/hiddenName locate the hidden folder: hiddenDir is its parent, relative
 	// to the backing dir ("" for the root).
@@ -219,9 +220,22 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		},
 		Logger: f.log,
 	}
+	// Only the mounting user, root, reaches a private mount, and root may set these
+	// bits on any file anyway: there the daemon takes over dropping set-user-ID on
+	// write (rawFS), which saves a GETXATTR per write. On a shared mount the kernel
+	// keeps that duty, because writes it passes to the backing file itself (kernel
+	// passthrough, copy_file_range) never reach the daemon marked.
+	if !mo.AllowOther {
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+		f.killPriv = true
+	}
 	f.noPassthrough = mo.NoPassthrough
-	srv, err := gofs.Mount(mountpoint, f.root, opts)
+	srv, err := fuse.NewServer(newRawFS(gofs.NewNodeFS(f.root, opts), f.log), mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	f.raiseReadahead(mountpoint)
