@@ -15,6 +15,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -230,6 +231,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		f.killPriv = true
 	}
 	f.noPassthrough = mo.NoPassthrough
+	spareProcs()
 	srv, err := fuse.NewServer(newRawFS(gofs.NewNodeFS(f.root, opts), f.log), mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
@@ -242,10 +244,29 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	return srv, nil
 }
 
-// readaheadKB is the kernel readahead of the mount. FUSE starts at 128 KiB; zone reads
-// are disk-bound when cold, and larger READ requests (up to MaxWrite) let the backing
-// disk stream (BENCHMARKS.md).
-const readaheadKB = 1024
+// spareProcsOnce guards the one raise of GOMAXPROCS per process (tests mount many times).
+var spareProcsOnce sync.Once
+
+// spareProcs gives the Go scheduler two more Ps than it would use. go-fuse keeps one or
+// two goroutines blocked in read(2) on /dev/fuse between requests; on a 2-CPU machine
+// they hold every P, so the runtime's sysmon hands each P to a fresh thread and the
+// reader, woken by the next request, must wait for a P back: two thread switches per
+// request, which cost a fifth of the rate of synchronous 4 KiB reads and a third of
+// streaming reads from a zone (docs/DESIGN.md). With idle Ps left over nothing is
+// handed off. A GOMAXPROCS the user set is kept.
+func spareProcs() {
+	spareProcsOnce.Do(func() {
+		if os.Getenv("GOMAXPROCS") == "" {
+			runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2)
+		}
+	})
+}
+
+// readaheadKB is the kernel readahead of the mount. FUSE starts at 128 KiB. A window
+// of four 1 MiB READ requests (MaxWrite) keeps several in flight, so while one is
+// decrypted on one CPU the next is read from the backing disk on the other
+// (BENCHMARKS.md).
+const readaheadKB = 4096
 
 // raiseReadahead sets the mount's readahead through its backing device info; without
 // permission it leaves the kernel default.
