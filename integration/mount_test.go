@@ -142,6 +142,26 @@ func TestMmap(t *testing.T) {
 	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("after msync and remount: %v, equal %v", err, bytes.Equal(got, want))
 	}
+
+	// Without msync: zone files are opened without FLUSH on close (FOPEN_NOFLUSH), so
+	// pages dirtied through a mapping must still reach the disk when it is unmapped,
+	// also when the descriptor was closed first.
+	if fd, err = syscall.Open(p, syscall.O_RDWR, 0); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = syscall.Mmap(fd, 0, len(want), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	copy(m[8000:], "WRITTEN-AFTER-CLOSE")
+	copy(want[8000:], "WRITTEN-AFTER-CLOSE")
+	copy(m[len(m)-5:], "TAIL!")
+	copy(want[len(want)-5:], "TAIL!")
+	syscall.Munmap(m)
+	e.remount()
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("after munmap without msync and remount: %v, equal %v", err, bytes.Equal(got, want))
+	}
 }
 
 // TestConcurrentWriters: writers on their own descriptors, unaligned and overlapping
