@@ -84,6 +84,8 @@ type FS struct {
 	stripes [64]sync.Mutex
 	// moves counts renames and hard links per zone (crypto.ZoneID → *atomic.Uint64).
 	moves sync.Map
+	// prefetch warms the xattr blocks of zone files as they are looked up.
+	prefetch xattrPrefetch
 }
 
 // New builds the file system for a backing directory.

@@ -163,8 +163,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, syscall.ENOENT
 	}
 	var st syscall.Stat_t
-	if err := syscall.Lstat(n.child(name), &st); err != nil {
+	p := n.child(name)
+	if err := syscall.Lstat(p, &st); err != nil {
 		return nil, gofs.ToErrno(err)
+	}
+	if st.Mode&syscall.S_IFMT == syscall.S_IFREG && n.zone.Load() != nil {
+		n.fsys.prefetch.add(p)
 	}
 	return n.newChild(ctx, name, &st, &out.Attr), 0
 }
@@ -396,8 +400,12 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	n.fsys.moved(n.zone.Load())
 	var st syscall.Stat_t
-	if err := syscall.Lstat(n.child(name), &st); err != nil {
+	p := n.child(name)
+	if err := syscall.Lstat(p, &st); err != nil {
 		return nil, gofs.ToErrno(err)
+	}
+	if st.Mode&syscall.S_IFMT == syscall.S_IFREG && n.zone.Load() != nil {
+		n.fsys.prefetch.add(p)
 	}
 	return n.newChild(ctx, name, &st, &out.Attr), 0
 }
