@@ -400,12 +400,8 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	n.fsys.moved(n.zone.Load())
 	var st syscall.Stat_t
-	p := n.child(name)
-	if err := syscall.Lstat(p, &st); err != nil {
+	if err := syscall.Lstat(n.child(name), &st); err != nil {
 		return nil, gofs.ToErrno(err)
-	}
-	if st.Mode&syscall.S_IFMT == syscall.S_IFREG && n.zone.Load() != nil {
-		n.fsys.prefetch.add(p)
 	}
 	return n.newChild(ctx, name, &st, &out.Attr), 0
 }
