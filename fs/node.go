@@ -167,10 +167,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if err := syscall.Lstat(p, &st); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	if st.Mode&syscall.S_IFMT == syscall.S_IFREG && n.zone.Load() != nil {
+	// Only names the kernel does not hold yet: a repeated lookup of a known file (entry
+	// timeout) found its xattr block read moments ago.
+	known := n.GetChild(name) != nil
+	in := n.newChild(ctx, name, &st, &out.Attr)
+	if !known && in.Operations().(*node).encrypted() {
 		n.fsys.prefetch.add(p)
 	}
-	return n.newChild(ctx, name, &st, &out.Attr), 0
+	return in, 0
 }
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
