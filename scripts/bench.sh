@@ -12,12 +12,14 @@
 # are not billed to the next. Creates start with a cold cache too: right after the
 # rm -rf of 11,000 files, ext4 (without a journal) scans the cached inode tables for
 # recently deleted inodes on every allocation, which doubled the time of any create.
-# BENCH_ROUNDS (default 3), BENCH_GIB (size of the streaming file, default 1),
+# BENCH_ROUNDS (default 3), BENCH_READS (cold reads of each streaming file per round,
+# default 3), BENCH_GIB (size of the streaming file, default 1),
 # BENCH_FIO_SECONDS (default 10), BENCH_SETTLE (default 3), BENCH_DIR (default a folder
 # under /var/tmp).
 set -euo pipefail
 EZFS=$(realpath "${1:-bin/ezfs}")
 ROUNDS=${BENCH_ROUNDS:-3}
+READS=${BENCH_READS:-3}
 GIB=${BENCH_GIB:-1}
 FIO_SECONDS=${BENCH_FIO_SECONDS:-10}
 SETTLE=${BENCH_SETTLE:-3}
@@ -79,11 +81,19 @@ for round in $(seq 1 "$ROUNDS"); do
     dd if=/dev/zero of="$d/stream" bs=1M count=$((GIB * 1024)) conv=fsync status=none
     record write "$t" "$(echo "$GIB * 1024 / $(elapsed "$s")" | bc -l)"
     [ "$t" = zone ] && record rss zone "$(awk '/VmHWM/ {print $2 / 1024}' "/proc/$ezpid/status")"
-    drop; s=$(now)
-    dd if="$d/stream" of=/dev/null bs=1M status=none
-    record read "$t" "$(echo "$GIB * 1024 / $(elapsed "$s")" | bc -l)"
-    rm -f "$d/stream"
   done
+  # Reads start once every file is written, so that no read directly follows its own
+  # file's write, and each file is read READS times, in rotated orders: the cold
+  # streaming read is the noisiest figure on a virtual disk.
+  for i in $(seq 1 "$READS"); do
+    j=$(((k + i - 1) % ${#ALL[@]}))
+    for t in "${ALL[@]:j}" "${ALL[@]:0:j}"; do
+      drop; s=$(now)
+      dd if="${DIR[$t]}/stream" of=/dev/null bs=1M status=none
+      record read "$t" "$(echo "$GIB * 1024 / $(elapsed "$s")" | bc -l)"
+    done
+  done
+  for t in "${ALL[@]}"; do rm -f "${DIR[$t]}/stream"; done
   for t in "${TARGETS[@]}"; do
     d=${DIR[$t]}
     drop; s=$(now); tar -C "$d" -xf "$work/tree.tar"; sync; record untar "$t" "$(elapsed "$s")"
@@ -106,6 +116,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+spread() { grep "^$1 $2 " "$results" | awk '{print $3}' | sort -g | sed -n '1p;$p'; }
 median() { grep "^$1 $2 " "$results" | awk '{print $3}' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 # Ratios say how many times better the zone is: for rates zone/other, for times other/zone.
@@ -126,21 +137,32 @@ table() {
     fi
     printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× | %.2f× |\n' "$w" "$unit" "$p" "$e" "$dp" "$z" "$g" "$r1" "$r2" "$r3"
   done
+  printf '\nSpread (lowest–highest sample) of the figures above:\n\n'
+  printf '| workload | plain disk | ezfs passthrough (kernel) | ezfs passthrough (daemon) | ezfs zone | gocryptfs |\n'
+  printf '|---|---:|---:|---:|---:|---:|\n'
+  for w in write read untar ls rm create randread randwrite; do
+    case $w in untar|ls|rm|create) f='%.2f' ;; *) f='%.0f' ;; esac
+    printf '| %s |' "$w"
+    for t in plain pass dpass zone gcfs; do printf " $f–$f |" $(spread $w $t); done
+    printf '\n'
+  done
   printf '\nezfs daemon peak RSS during the streaming write into the zone: %.0f MiB (median)\n' "$(median rss zone)"
 }
 
 {
   echo "# ezfs benchmarks"
   echo
-  echo "Latest run of \`make bench\` ($(date -u +%Y-%m-%d)): $ROUNDS interleaved rounds, medians."
+  echo "Latest run of \`make bench\` ($(date -u +%Y-%m-%d)): $ROUNDS interleaved rounds, medians"
+  echo "($((ROUNDS * READS)) samples for the streaming read, $ROUNDS for the others)."
   echo "Ratios are how many times better the ezfs zone does (rates: zone ÷ other; times: other ÷ zone),"
   echo "so above 1.00× the zone is faster."
   echo
   table
   echo
   echo "Workloads: streaming write of ${GIB} GiB (\`dd bs=1M conv=fsync\`); streaming read of it"
-  echo "with a cold page cache; untar of the Go source tree ($files files); \`ls -lR\` of it (cold);"
-  echo "\`rm -rf\` of it; creating 10,000 empty files (\`xargs touch\`, cold cache); fio 4 KiB random read and"
+  echo "with a cold page cache, $READS times per round once all targets are written; untar of"
+  echo "the Go source tree ($files files); \`ls -lR\` of it (cold); \`rm -rf\` of it;"
+  echo "creating 10,000 empty files (\`xargs touch\`, cold cache); fio 4 KiB random read and"
   echo "random write (psync, ${FIO_SECONDS} s, 256 MiB file). Every timed step starts after a sync"
   echo "and a ${SETTLE} s pause; each round visits the targets in a rotated order."
   echo
