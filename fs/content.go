@@ -164,18 +164,8 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 	outBuf := getBuf(total)
 	defer bufPool.Put(outBuf)
 	out := *outBuf
-	// A request of more than one chunk is written chunk by chunk on a second goroutine
-	// while the next chunk is sealed.
-	var pipe *chunkWriter
-	if last-first >= pipeChunk {
-		pipe = newChunkWriter(fd, out, crypto.BlockOffset(first))
-		defer pipe.wait()
-	}
 	var block [bs]byte
 	for j := 0; j <= int(last-first); j++ {
-		if pipe != nil && j > 0 && j%pipeChunk == 0 {
-			pipe.send(j * crypto.CipherBlockLen)
-		}
 		i := first + int64(j)
 		bstart := i * bs
 		oldLen := min(max(n.size-bstart, 0), bs)
@@ -209,60 +199,11 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 			return fmt.Errorf("block %d sealed to %d bytes, want %d", i, len(got), cap(dst))
 		}
 	}
-	if pipe != nil {
-		pipe.send(total)
-		if err := pipe.wait(); err != nil {
-			return err
-		}
-	} else if err := pwriteFull(fd, out, crypto.BlockOffset(first)); err != nil {
+	if err := pwriteFull(fd, out, crypto.BlockOffset(first)); err != nil {
 		return err
 	}
 	n.size = max(n.size, end)
 	return nil
-}
-
-// pipeChunk is how many sealed blocks a large write hands to the backing file at once.
-// With four chunks to a 1 MiB request, the pwrite of one overlaps sealing the next: the
-// kernel sends a process's writes one at a time, so without this one CPU sat idle
-// (1 GiB dd into a zone, same-run A/B: 600-850 -> 870-970 MiB/s).
-const pipeChunk = 64
-
-// chunkWriter writes consecutive byte ranges of buf to the backing file, in order, on
-// its own goroutine. After the first error it writes nothing more.
-type chunkWriter struct {
-	chunks chan int // end of the next range; the range starts where the last ended
-	done   chan error
-	err    error // set by wait
-	waited bool
-}
-
-func newChunkWriter(fd int, buf []byte, off int64) *chunkWriter {
-	w := &chunkWriter{chunks: make(chan int, len(buf)/(pipeChunk*crypto.CipherBlockLen)+1), done: make(chan error, 1)}
-	go func() {
-		var err error
-		start := 0
-		for end := range w.chunks {
-			if err == nil {
-				err = pwriteFull(fd, buf[start:end], off+int64(start))
-			}
-			start = end
-		}
-		w.done <- err
-	}()
-	return w
-}
-
-// send hands over buf up to end.
-func (w *chunkWriter) send(end int) { w.chunks <- end }
-
-// wait ends the writer and returns its first error; later calls return it again.
-func (w *chunkWriter) wait() error {
-	if !w.waited {
-		w.waited = true
-		close(w.chunks)
-		w.err = <-w.done
-	}
-	return w.err
 }
 
 // rewriteBlockLocked re-seals block i (which must exist) at newLen bytes: truncated,

@@ -3,7 +3,6 @@ package fs
 import (
 	"bytes"
 	crand "crypto/rand"
-	"errors"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -100,15 +99,6 @@ func TestContentOps(t *testing.T) {
 		{"truncate to zero", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 0) }},
 		{"write after truncate to zero", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 100, 1) }},
 		{"large write", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 12345, 1<<20) }},
-		// Writes of more than pipeChunk blocks are written in chunks (chunkWriter).
-		{"write of one chunk", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 0, pipeChunk*bs) }},
-		{"write of one chunk and a byte", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 2*bs, pipeChunk*bs+1) }},
-		{"write ending a byte into its last chunk, past EOF", func(n *node, fd int, ref *os.File) error {
-			return both(n, fd, ref, 5*pipeChunk*bs+3, 2*pipeChunk*bs-2)
-		}},
-		{"unaligned write over several chunks inside the file", func(n *node, fd int, ref *os.File) error {
-			return both(n, fd, ref, pipeChunk*bs/2+17, 3*pipeChunk*bs+100)
-		}},
 	}
 	n, fd, ref := newTestNode(t)
 	for i, c := range cases {
@@ -134,26 +124,6 @@ func TestContentOps(t *testing.T) {
 	got := make([]byte, 8192)
 	if k, err := n.readLocked(fd, got, 50<<20); err != nil || k != 8192 || !bytes.Equal(got, make([]byte, 8192)) {
 		t.Errorf("reading a hole: %d %v", k, err)
-	}
-}
-
-// TestChunkedWriteError: a large write whose backing writes fail returns the error, does
-// not hang on its writer goroutine, and leaves the size alone.
-func TestChunkedWriteError(t *testing.T) {
-	n, _, _ := newTestNode(t)
-	var p [2]int
-	if err := syscall.Pipe(p[:]); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(p[0])
-	defer syscall.Close(p[1])
-	n.size = 2 << 20 // whole blocks are overwritten: nothing is read back first
-	err := n.writeLocked(p[1], make([]byte, 3*pipeChunk*bs), 0)
-	if !errors.Is(err, syscall.ESPIPE) {
-		t.Fatalf("write to a pipe: %v, want ESPIPE", err)
-	}
-	if n.size != 2<<20 {
-		t.Errorf("size %d after a failed write, want %d", n.size, 2<<20)
 	}
 }
 
