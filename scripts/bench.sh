@@ -59,6 +59,8 @@ ezpid=$("$EZFS" status --json --mount "$work/ezmnt" | sed -n 's/.*"pid": \([0-9]
 
 declare -A DIR=([plain]="$work/plain" [pass]="$work/ezmnt/pass" [dpass]="$work/dpmnt" [zone]="$work/ezmnt/zone" [gcfs]="$work/gcmnt")
 ALL=(plain pass dpass zone gcfs)
+# rotated N: the targets, starting with the Nth (mod their count).
+rotated() { local k=$(($1 % ${#ALL[@]})); echo "${ALL[@]:k}" "${ALL[@]:0:k}"; }
 tar -C /usr/local/go -cf "$work/tree.tar" src
 files=$(tar -tf "$work/tree.tar" | grep -vc '/$')
 
@@ -72,8 +74,7 @@ drop() { settle; echo 3 > /proc/sys/vm/drop_caches; }
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS" >&2
-  k=$(((round - 1) % ${#ALL[@]}))
-  TARGETS=("${ALL[@]:k}" "${ALL[@]:0:k}")
+  read -ra TARGETS <<< "$(rotated $((round - 1)))"
   for t in "${TARGETS[@]}"; do
     d=${DIR[$t]}
     [ "$t" = zone ] && echo 5 > "/proc/$ezpid/clear_refs" # reset the daemon's peak RSS
@@ -86,8 +87,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # file's write, and each file is read READS times, in rotated orders: the cold
   # streaming read is the noisiest figure on a virtual disk.
   for i in $(seq 1 "$READS"); do
-    j=$(((k + i - 1) % ${#ALL[@]}))
-    for t in "${ALL[@]:j}" "${ALL[@]:0:j}"; do
+    for t in $(rotated $((round + i - 2))); do
       drop; s=$(now)
       dd if="${DIR[$t]}/stream" of=/dev/null bs=1M status=none
       record read "$t" "$(echo "$GIB * 1024 / $(elapsed "$s")" | bc -l)"
@@ -116,39 +116,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-spread() { grep "^$1 $2 " "$results" | awk '{print $3}' | sort -g | sed -n '1p;$p'; }
-median() { grep "^$1 $2 " "$results" | awk '{print $3}' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-
-# Ratios say how many times better the zone is: for rates zone/other, for times other/zone.
-table() {
-  printf '| workload | unit | plain disk | ezfs passthrough (kernel) | ezfs passthrough (daemon) | ezfs zone | gocryptfs | zone vs passthrough (kernel) | zone vs passthrough (daemon) | zone vs gocryptfs |\n'
-  printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
-  for w in write read untar ls rm create randread randwrite; do
-    case $w in
-      write|read) unit="MiB/s"; better=higher ;;
-      randread|randwrite) unit="IOPS"; better=higher ;;
-      *) unit="s"; better=lower ;;
-    esac
-    p=$(median $w plain); e=$(median $w pass); dp=$(median $w dpass); z=$(median $w zone); g=$(median $w gcfs)
-    if [ $better = higher ]; then
-      r1=$(echo "$z / $e" | bc -l); r2=$(echo "$z / $dp" | bc -l); r3=$(echo "$z / $g" | bc -l)
-    else
-      r1=$(echo "$e / $z" | bc -l); r2=$(echo "$dp / $z" | bc -l); r3=$(echo "$g / $z" | bc -l)
-    fi
-    printf '| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× | %.2f× |\n' "$w" "$unit" "$p" "$e" "$dp" "$z" "$g" "$r1" "$r2" "$r3"
-  done
-  printf '\nSpread (lowest–highest sample) of the figures above:\n\n'
-  printf '| workload | plain disk | ezfs passthrough (kernel) | ezfs passthrough (daemon) | ezfs zone | gocryptfs |\n'
-  printf '|---|---:|---:|---:|---:|---:|\n'
-  for w in write read untar ls rm create randread randwrite; do
-    case $w in untar|ls|rm|create) f='%.2f' ;; *) f='%.0f' ;; esac
-    printf '| %s |' "$w"
-    for t in plain pass dpass zone gcfs; do printf " $f–$f |" $(spread $w $t); done
-    printf '\n'
-  done
-  printf '\nezfs daemon peak RSS during the streaming write into the zone: %.0f MiB (median)\n' "$(median rss zone)"
-}
-
 {
   echo "# ezfs benchmarks"
   echo
@@ -157,7 +124,7 @@ table() {
   echo "Ratios are how many times better the ezfs zone does (rates: zone ÷ other; times: other ÷ zone),"
   echo "so above 1.00× the zone is faster."
   echo
-  table
+  "$(dirname "$0")/bench-table.sh" "$results"
   echo
   echo "Workloads: streaming write of ${GIB} GiB (\`dd bs=1M conv=fsync\`); streaming read of it"
   echo "with a cold page cache, $READS times per round once all targets are written; untar of"
