@@ -111,7 +111,7 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 		if err != nil {
 			return err
 		}
-		dek, e, err := n.fsys.keys.OpenFileKey(ctx, n.zone.Load(), buf[:sz])
+		dek, e, err := n.fsys.keys.OpenFileKey(keyContext(ctx), n.zone.Load(), buf[:sz])
 		if err != nil {
 			return err
 		}
@@ -134,6 +134,14 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 	n.size, n.sizeKnown = size, true
 	return nil
 }
+
+// keyContext is the context a request's key unwrap runs under: the request's, except
+// that an interrupt does not cancel it. The kernel interrupts a request whenever its
+// caller catches a signal, even one it goes on from (Go's runtime preempts its threads
+// with SIGURG), and an unwrap given up there would turn an open into EIO. A caller
+// killed by its signal does not wait for the answer; the unwrap stays bounded by the
+// provider's own timeouts, and the key it brings is cached for the next request.
+func keyContext(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 var errNoEDEK = errors.New("file in a zone has no EDEK (user.ezfs.edek)")
 
@@ -213,7 +221,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 // sealNew gives a new, empty backing file its data key: the EDEK goes into the xattr
 // before the file is handed out, so no byte is ever written without one.
 func (n *node) sealNew(ctx context.Context, fd int, z *zones.Zone) (*crypto.ContentCipher, syscall.Errno) {
-	dek, rec, id, err := n.fsys.keys.NewFileKey(ctx, z)
+	dek, rec, id, err := n.fsys.keys.NewFileKey(keyContext(ctx), z)
 	if err != nil {
 		return nil, n.errno(fd, err)
 	}
