@@ -66,7 +66,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		return n.fsys.plainFile(fd, flags), 0, 0
+		fh, fl := n.fsys.plainFile(fd, flags)
+		return fh, fl, 0
 	}
 	fd, errno := n.openBacking(openFlags(flags, true))
 	if errno != 0 {
@@ -184,7 +185,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			syscall.Close(fd)
 			return nil, nil, 0, errno
 		}
-		return ch, n.fsys.plainFile(fd, flags), 0, 0
+		fh, fl := n.fsys.plainFile(fd, flags)
+		return ch, fh, fl, 0
 	}
 	fd, err := openPath(p, openFlags(flags, true)|syscall.O_CREAT|syscall.O_EXCL, mode)
 	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
@@ -259,7 +261,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	ch := n.newChild(ctx, "", &st, &out.Attr)
 	if z == nil {
-		return ch, n.fsys.plainFile(fd, flags), 0, 0
+		fh, fl := n.fsys.plainFile(fd, flags)
+		return ch, fh, fl, 0
 	}
 	c := ch.Operations().(*node)
 	c.mu.Lock()
@@ -269,22 +272,33 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 }
 
 // daemonFile is a plain file whose reads and writes come to the daemon (-o
-// nopassthrough): go-fuse's loopback file without the kernel passthrough.
+// nopassthrough): go-fuse's loopback file without the kernel passthrough. No open of
+// such a mount is a passthrough one, so go-fuse never hands it a backing ID.
 type daemonFile struct{ *gofs.LoopbackFile }
 
 func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
 
-// plainFile is the handle of an open file outside zones. By default go-fuse hands its
-// descriptor to the kernel (FUSE passthrough, where the kernel supports it), so its
-// data never passes through the daemon. Where the daemon drops set-user-ID on write
-// (rawFS), a set-ID file opened for writing is served by the daemon, which sees
-// the writes that must drop the bits.
-func (f *FS) plainFile(fd int, flags uint32) gofs.FileHandle {
+// plainFile is the handle of an open file outside zones, with its FOPEN flags. By
+// default go-fuse hands its descriptor to the kernel (FUSE passthrough, where the
+// kernel supports it), so its data never passes through the daemon.
+//
+// Where the daemon drops set-user-ID on write (rawFS), a set-ID file opened for
+// writing must send its writes to the daemon, which sees them marked. That open is
+// still a passthrough one, with FOPEN_DIRECT_IO on top: the kernel then sends its
+// reads and writes to the daemon and maps it from the backing file. All opens of an
+// inode must agree on passthrough: the kernel fails with EIO an open that would put an
+// inode open for passthrough into cached mode, or the reverse, and go-fuse gives
+// every open of a file the backing ID another open registered (a set-ID file kept
+// open for reading would otherwise turn the write into a passthrough one).
+func (f *FS) plainFile(fd int, flags uint32) (gofs.FileHandle, uint32) {
 	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
-	if f.noPassthrough || f.killPriv && flags&syscall.O_ACCMODE != syscall.O_RDONLY && setID(fd) {
-		return daemonFile{lf}
+	if f.noPassthrough {
+		return daemonFile{lf}, 0
 	}
-	return lf
+	if f.killPriv && flags&syscall.O_ACCMODE != syscall.O_RDONLY && setID(fd) {
+		return lf, fuse.FOPEN_DIRECT_IO
+	}
+	return lf, 0
 }
 
 // setID reports whether a write by a caller without CAP_FSETID would drop bits of the

@@ -24,6 +24,10 @@ var setIDCases = []setIDCase{
 	{"write-root", "6777", false, "root", "echo x >> f"},
 	{"write-sgid-no-gx", "2766", false, "nocap", "echo x >> f"},
 	{"write-many", "6777", false, "nocap", "echo x >> f; echo y >> f; chmod 6777 f; echo z >> f"},
+	// Another open of the same file must neither keep the bits nor fail: the kernel
+	// wants every open of a file to agree on passthrough.
+	{"write-while-open-for-reading", "6777", false, "nocap", "exec 3<f; echo x >> f"},
+	{"read-while-open-for-writing", "6777", false, "nocap", "exec 3>>f; echo x >&3; cat f"},
 	{"truncate", "6777", false, "nocap", "truncate -s 1 f"},
 	{"truncate-root", "6777", false, "root", "truncate -s 1 f"},
 	{"open-trunc", "6777", false, "nocap", ": > f"},
@@ -92,7 +96,7 @@ func TestSetIDBits(t *testing.T) {
 	}
 	// The reference must show each rule at work, or the comparison proves nothing.
 	for name, frag := range map[string]string{
-		"write": `"777`, "write-root": `"6777`, "write-sgid-no-gx": `"2766`,
+		"write": `"777`, "write-while-open-for-reading": `"777`, "write-root": `"6777`, "write-sgid-no-gx": `"2766`,
 		"chown": `"777`, "caps-read": `"755\ncaps\n"`, "caps-write": `"755\n"`, "unlinked-while-open": `output "777\n"`,
 	} {
 		if !strings.Contains(want[name], frag) {
