@@ -271,10 +271,34 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	return ch, &file{n: c, fd: fd}, zoneOpenFlags, 0
 }
 
+// plainHandle is an open file outside zones: go-fuse's loopback file, whose descriptor
+// go-fuse hands to the kernel for passthrough, with the lock calls of lock.go.
+type plainHandle struct {
+	*gofs.LoopbackFile
+	fd int // the loopback file's descriptor, open until Release
+}
+
+func (h *plainHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	return getLock(h.fd, lk, out)
+}
+
+func (h *plainHandle) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return setLock(h.fd, lk, flags)
+}
+
+func (h *plainHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return waitLock(ctx, h.fd, lk, flags)
+}
+
+func (h *plainHandle) Release(ctx context.Context) syscall.Errno {
+	dropLocks(h.fd)
+	return h.LoopbackFile.Release(ctx)
+}
+
 // daemonFile is a plain file whose reads and writes come to the daemon (-o
-// nopassthrough): go-fuse's loopback file without the kernel passthrough. No open of
-// such a mount is a passthrough one, so go-fuse never hands it a backing ID.
-type daemonFile struct{ *gofs.LoopbackFile }
+// nopassthrough): a plain handle without the kernel passthrough. No open of such a
+// mount is a passthrough one, so go-fuse never hands it a backing ID.
+type daemonFile struct{ *plainHandle }
 
 func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
 
@@ -291,14 +315,14 @@ func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
 // every open of a file the backing ID another open registered (a set-ID file kept
 // open for reading would otherwise turn the write into a passthrough one).
 func (f *FS) plainFile(fd int, flags uint32) (gofs.FileHandle, uint32) {
-	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
+	h := &plainHandle{gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd}
 	if f.noPassthrough {
-		return daemonFile{lf}, 0
+		return daemonFile{h}, 0
 	}
 	if f.killPriv && flags&syscall.O_ACCMODE != syscall.O_RDONLY && setID(fd) {
-		return lf, fuse.FOPEN_DIRECT_IO
+		return h, fuse.FOPEN_DIRECT_IO
 	}
-	return lf, 0
+	return h, 0
 }
 
 // setID reports whether a write by a caller without CAP_FSETID would drop bits of the
@@ -311,13 +335,13 @@ func setID(fd int) bool {
 	return killBits(st.Mode) != 0
 }
 
-// loopback returns the loopback file behind a plain file's handle.
-func loopback(fh gofs.FileHandle) (*gofs.LoopbackFile, bool) {
-	switch f := fh.(type) {
-	case *gofs.LoopbackFile:
-		return f, true
+// plain returns the handle behind an open plain file.
+func plain(fh gofs.FileHandle) (*plainHandle, bool) {
+	switch h := fh.(type) {
+	case *plainHandle:
+		return h, true
 	case daemonFile:
-		return f.LoopbackFile, true
+		return h.plainHandle, true
 	}
 	return nil, false
 }
@@ -436,44 +460,13 @@ func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint3
 // go-fuse's loopback: a lock belongs to the open file, so two opens conflict even in
 // one process. Ranges are plaintext offsets; only users of the mount see them.
 func (f *file) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	var flk syscall.Flock_t
-	lk.ToFlockT(&flk)
-	errno := gofs.ToErrno(syscall.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &flk))
-	out.FromFlockT(&flk)
-	return errno
+	return getLock(f.fd, lk, out)
 }
 
 func (f *file) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.setLock(lk, flags, false)
+	return setLock(f.fd, lk, flags)
 }
 
 func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.setLock(lk, flags, true)
-}
-
-func (f *file) setLock(lk *fuse.FileLock, flags uint32, blocking bool) syscall.Errno {
-	if flags&fuse.FUSE_LK_FLOCK != 0 {
-		var op int
-		switch lk.Typ {
-		case syscall.F_RDLCK:
-			op = syscall.LOCK_SH
-		case syscall.F_WRLCK:
-			op = syscall.LOCK_EX
-		case syscall.F_UNLCK:
-			op = syscall.LOCK_UN
-		default:
-			return syscall.EINVAL
-		}
-		if !blocking {
-			op |= syscall.LOCK_NB
-		}
-		return gofs.ToErrno(syscall.Flock(f.fd, op))
-	}
-	var flk syscall.Flock_t
-	lk.ToFlockT(&flk)
-	op := unix.F_OFD_SETLK
-	if blocking {
-		op = unix.F_OFD_SETLKW
-	}
-	return gofs.ToErrno(syscall.FcntlFlock(uintptr(f.fd), op, &flk))
+	return waitLock(ctx, f.fd, lk, flags)
 }

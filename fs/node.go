@@ -200,8 +200,8 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 }
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if lf, ok := loopback(f); ok {
-		if errno := lf.Setattr(ctx, in, out); errno != 0 {
+	if h, ok := plain(f); ok {
+		if errno := h.Setattr(ctx, in, out); errno != 0 {
 			return errno
 		}
 		out.SetTimeout(attrTimeout)
@@ -599,17 +599,12 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	// Encrypted files cannot share ciphertext; the kernel falls back to read and
 	// write. Plain files copy in the backing file system.
-	in, ok1 := loopback(fhIn)
-	o, ok2 := loopback(fhOut)
+	in, ok1 := plain(fhIn)
+	o, ok2 := plain(fhOut)
 	if !ok1 || !ok2 {
 		return 0, syscall.EOPNOTSUPP
 	}
-	fdIn, ok1 := in.PassthroughFd()
-	fdOut, ok2 := o.PassthroughFd()
-	if !ok1 || !ok2 {
-		return 0, syscall.EBADF
-	}
 	a, b := int64(offIn), int64(offOut)
-	cnt, err := unix.CopyFileRange(fdIn, &a, fdOut, &b, int(length), int(flags))
+	cnt, err := unix.CopyFileRange(in.fd, &a, o.fd, &b, int(length), int(flags))
 	return uint32(cnt), gofs.ToErrno(err)
 }
