@@ -175,6 +175,41 @@ func TestVault(t *testing.T) {
 	}
 }
 
+// TestVaultRevokedToken: a mount whose Vault token loses its rights keeps the zones
+// whose keys it holds and answers EACCES, with the reason in its log, for the others.
+func TestVaultRevokedToken(t *testing.T) {
+	v := startVault(t)
+	e := newEnvInit(t, []string{"--provider", "vault", "--vault-key", "ezfs-main"})
+	za, zb := e.zone("a", "ka"), e.zone("b", "kb")
+	for _, z := range []string{za, zb} {
+		if err := os.WriteFile(filepath.Join(z, "f"), []byte("data in "+z), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.umount()
+	policy := filepath.Join(t.TempDir(), "ezfs.hcl")
+	if err := os.WriteFile(policy, []byte(`path "transit/decrypt/ezfs-main" { capabilities = ["update"] }`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v.cli("policy", "write", "ezfs-decrypt", policy)
+	t.Setenv("VAULT_TOKEN", strings.TrimSpace(v.cli("token", "create", "-policy=ezfs-decrypt", "-field=token")))
+	e.mount()
+	if got, err := os.ReadFile(filepath.Join(za, "f")); err != nil || string(got) != "data in "+za {
+		t.Fatalf("zone a with a decrypt-only token: %q %v", got, err)
+	}
+	v.cli("token", "revoke", "-self")
+	if got, err := os.ReadFile(filepath.Join(za, "f")); err != nil || string(got) != "data in "+za {
+		t.Errorf("zone a after the token is revoked (its key is cached): %q %v", got, err)
+	}
+	if _, err := os.ReadFile(filepath.Join(zb, "f")); errnoOf(err) != syscall.EACCES {
+		t.Errorf("zone b after the token is revoked: %v, want EACCES", err)
+	}
+	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
+	if !strings.Contains(string(log), "unwrap kb@1 with main key v1 (vault)") || !strings.Contains(string(log), "permission denied") {
+		t.Errorf("the log does not name key version and reason:\n%s", log)
+	}
+}
+
 // TestRotationChain: system main key v1, then Vault as v2; a roll wraps under v2; after
 // a rewrap nothing needs v1, which is retired, and the mount needs no passphrase.
 func TestRotationChain(t *testing.T) {
