@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"os"
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -260,6 +261,11 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	ch := n.newChild(ctx, "", &st, &out.Attr)
+	if flags&syscall.O_EXCL == 0 {
+		if dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			ch.Operations().(*node).unnamed.Store(os.NewFile(uintptr(dup), "O_TMPFILE"))
+		}
+	}
 	if z == nil {
 		fh, fl := n.fsys.plainFile(fd, flags)
 		return ch, fh, fl, 0

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,6 +36,10 @@ type node struct {
 	cc        *crypto.ContentCipher
 	size      int64
 	sizeKnown bool
+	// unnamed is a descriptor of the backing file of an O_TMPFILE file, which has no
+	// backing path to link from; linkat gives it its first name. Nil for other nodes
+	// and once the file has a name; closed when the kernel forgets the node.
+	unnamed atomic.Pointer[os.File]
 }
 
 var (
@@ -130,8 +135,26 @@ func (n *node) newChild(ctx context.Context, name string, st *syscall.Stat_t, ou
 	return in
 }
 
+// linkUnnamed gives an O_TMPFILE file its first name, the backing path p.
+func (n *node) linkUnnamed(p string) syscall.Errno {
+	f := n.unnamed.Load()
+	if f == nil { // opened with O_EXCL, which the kernel does not let be linked anyway
+		return syscall.EXDEV
+	}
+	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, p, unix.AT_EMPTY_PATH); err != nil {
+		return gofs.ToErrno(err)
+	}
+	if f := n.unnamed.Swap(nil); f != nil {
+		f.Close()
+	}
+	return 0
+}
+
 // OnForget drops the node from the live map once the kernel forgot it.
 func (n *node) OnForget() {
+	if f := n.unnamed.Swap(nil); f != nil {
+		f.Close()
+	}
 	ino := n.StableAttr().Ino
 	n.fsys.liveMu.Lock()
 	if n.fsys.live[ino] == n {
@@ -396,10 +419,10 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, syscall.EXDEV
 	}
 	if _, parent := t.Parent(); parent == nil {
-		// An O_TMPFILE file has no path to link from.
-		return nil, syscall.EXDEV
-	}
-	if err := syscall.Link(t.path(), n.child(name)); err != nil {
+		if errno := t.linkUnnamed(n.child(name)); errno != 0 {
+			return nil, errno
+		}
+	} else if err := syscall.Link(t.path(), n.child(name)); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
 	n.fsys.moved(n.zone.Load())

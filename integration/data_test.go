@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
@@ -299,5 +300,50 @@ func TestKeyRoll(t *testing.T) {
 	}
 	if out := e.run("key", "describe", "--mount", e.mnt, "roll"); !strings.Contains(out, "roll@1") || !strings.Contains(out, "main key v1") {
 		t.Errorf("key describe output:\n%s", out)
+	}
+}
+
+// TestTmpfileLink: an O_TMPFILE file written and then given a name with linkat (the
+// way to create a file atomically) keeps its data, encrypted in a zone, across a
+// remount; one opened with O_EXCL cannot be linked, as on the backing disk.
+func TestTmpfileLink(t *testing.T) {
+	e := newEnv(t)
+	plain := filepath.Join(e.mnt, "plain")
+	if err := os.Mkdir(plain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{e.zone("zone", "k"), plain}
+	data := patterned(3*4096 + 17)
+	for _, dir := range dirs {
+		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(fd, data); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(dir, "linked"), unix.AT_SYMLINK_FOLLOW); err != nil {
+			t.Fatalf("%s: linkat of an O_TMPFILE file: %v", dir, err)
+		}
+		unix.Close(fd)
+
+		fd, err = unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL, 0o640)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(dir, "excl"), unix.AT_SYMLINK_FOLLOW); err == nil {
+			t.Errorf("%s: linkat of an O_TMPFILE|O_EXCL file succeeded", dir)
+		}
+		unix.Close(fd)
+	}
+	if back, err := os.ReadFile(e.backingOf(filepath.Join(dirs[0], "linked"))); err != nil || bytes.Contains(back, data[:16]) {
+		t.Errorf("backing file of the linked zone file: %v, or it holds plaintext", err)
+	}
+	e.remount()
+	for _, dir := range dirs {
+		got, err := os.ReadFile(filepath.Join(dir, "linked"))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: linked file after remount: %v, equal %v", dir, err, bytes.Equal(got, data))
+		}
 	}
 }
