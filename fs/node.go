@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/zones"
@@ -230,10 +231,13 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		out.SetTimeout(attrTimeout)
 		return 0
 	}
-	p := n.path()
-	fd := -1
+	// With a handle (also for a file unlinked while open) the backing descriptor is
+	// used; the path only without one.
+	fd, p := -1, ""
 	if fh, ok := f.(*file); ok {
 		fd = fh.fd
+	} else {
+		p = n.path()
 	}
 	if m, ok := in.GetMode(); ok {
 		var err error
@@ -256,7 +260,13 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		if gok {
 			sg = int(gid)
 		}
-		if err := unix.Fchownat(unix.AT_FDCWD, p, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		var err error
+		if fd >= 0 {
+			err = syscall.Fchown(fd, su, sg)
+		} else {
+			err = unix.Fchownat(unix.AT_FDCWD, p, su, sg, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
 			return gofs.ToErrno(err)
 		}
 	}
@@ -276,7 +286,13 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		if mok {
 			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		var err error
+		if fd >= 0 {
+			err = futimens(fd, ts)
+		} else {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
 			return gofs.ToErrno(err)
 		}
 	}
@@ -290,6 +306,16 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 }
 
 // truncate sets the size; for encrypted files under the content lock.
+// futimens sets the times of the file open as fd: utimensat with no path, which
+// x/sys/unix does not offer.
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 func (n *node) truncate(ctx context.Context, f gofs.FileHandle, size int64) syscall.Errno {
 	if !n.encrypted() {
 		return gofs.ToErrno(syscall.Truncate(n.path(), size))

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ezfs/ezfs/crypto"
 	"golang.org/x/sys/unix"
@@ -344,6 +345,56 @@ func TestTmpfileLink(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(dir, "linked"))
 		if err != nil || !bytes.Equal(got, data) {
 			t.Errorf("%s: linked file after remount: %v, equal %v", dir, err, bytes.Equal(got, data))
+		}
+	}
+}
+
+// TestUnlinkedOpen: a file unlinked while open keeps working through its descriptor:
+// data, fchmod, fchown, ftruncate and futimens, in a zone and outside.
+func TestUnlinkedOpen(t *testing.T) {
+	e := newEnv(t)
+	plain := filepath.Join(e.mnt, "plain")
+	if err := os.Mkdir(plain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{e.zone("zone", "k"), plain} {
+		p := filepath.Join(dir, "f")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		fd := int(f.Fd())
+		mtime := unix.NsecToTimespec(time.Date(2001, 2, 3, 4, 5, 6, 7000, time.UTC).UnixNano())
+		for _, step := range []struct {
+			name string
+			do   func() error
+		}{
+			{"write", func() error { _, err := f.WriteAt(patterned(10000), 0); return err }},
+			{"fchmod", func() error { return unix.Fchmod(fd, 0o600) }},
+			{"fchown", func() error { return unix.Fchown(fd, 1, 2) }},
+			{"ftruncate", func() error { return unix.Ftruncate(fd, 5000) }},
+			{"futimens", func() error {
+				return unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), []unix.Timespec{mtime, mtime}, 0)
+			}},
+		} {
+			if err := step.do(); err != nil {
+				t.Errorf("%s: %s of a file unlinked while open: %v", dir, step.name, err)
+			}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o7777 != 0o600 || st.Uid != 1 || st.Gid != 2 || st.Size != 5000 || st.Mtim != mtime {
+			t.Errorf("%s: fstat after the changes: mode %o uid %d gid %d size %d mtime %v", dir, st.Mode&0o7777, st.Uid, st.Gid, st.Size, st.Mtim)
+		}
+		got := make([]byte, 6000)
+		if n, _ := f.ReadAt(got, 0); n != 5000 || !bytes.Equal(got[:n], patterned(10000)[:5000]) {
+			t.Errorf("%s: read back %d bytes, equal %v", dir, n, bytes.Equal(got[:n], patterned(10000)[:n]))
 		}
 	}
 }
