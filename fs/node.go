@@ -305,7 +305,6 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	return 0
 }
 
-// truncate sets the size; for encrypted files under the content lock.
 // futimens sets the times of the file open as fd: utimensat with no path, which
 // x/sys/unix does not offer.
 func futimens(fd int, ts []unix.Timespec) error {
@@ -316,6 +315,7 @@ func futimens(fd int, ts []unix.Timespec) error {
 	return nil
 }
 
+// truncate sets the size; for encrypted files under the content lock.
 func (n *node) truncate(ctx context.Context, f gofs.FileHandle, size int64) syscall.Errno {
 	if !n.encrypted() {
 		return gofs.ToErrno(syscall.Truncate(n.path(), size))
