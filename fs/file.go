@@ -3,7 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
-	"os"
+	"fmt"
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -42,7 +42,17 @@ func openPath(p string, flags int, mode uint32) (int, error) {
 }
 
 func (n *node) openBacking(flags int) (int, syscall.Errno) {
-	fd, err := openPath(n.path(), flags|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+	var fd int
+	var err error
+	if n.lost() {
+		// open(/proc/self/fd/N) opens the file anew, as it does for the caller.
+		err = n.viaOpenFile(func(ofd int) (err error) {
+			fd, err = syscall.Open(fmt.Sprintf("/proc/self/fd/%d", ofd), flags&^syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+			return err
+		})
+	} else {
+		fd, err = openPath(n.path(), flags|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+	}
 	if err != nil {
 		return -1, gofs.ToErrno(err)
 	}
@@ -67,7 +77,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno != 0 {
 			return nil, 0, errno
 		}
-		fh, fl := n.fsys.plainFile(fd, flags)
+		fh, fl := n.plainFile(fd, flags)
 		return fh, fl, 0
 	}
 	fd, errno := n.openBacking(openFlags(flags, true))
@@ -88,7 +98,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, errno
 		}
 	}
-	return &file{n: n, fd: fd}, zoneOpenFlags, 0
+	return n.zoneFile(fd), zoneOpenFlags, 0
 }
 
 // loadLocked builds the file's cipher from its EDEK and learns its size, once per node.
@@ -186,7 +196,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			syscall.Close(fd)
 			return nil, nil, 0, errno
 		}
-		fh, fl := n.fsys.plainFile(fd, flags)
+		fh, fl := ch.Operations().(*node).plainFile(fd, flags)
 		return ch, fh, fl, 0
 	}
 	fd, err := openPath(p, openFlags(flags, true)|syscall.O_CREAT|syscall.O_EXCL, mode)
@@ -218,7 +228,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	c.mu.Lock()
 	c.cc, c.size, c.sizeKnown = cc, 0, true
 	c.mu.Unlock()
-	return ch, &file{n: c, fd: fd}, zoneOpenFlags, 0
+	return ch, c.zoneFile(fd), zoneOpenFlags, 0
 }
 
 // sealNew gives a new, empty backing file its data key: the EDEK goes into the xattr
@@ -261,20 +271,15 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	ch := n.newChild(ctx, "", &st, &out.Attr)
-	if flags&syscall.O_EXCL == 0 {
-		if dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
-			ch.Operations().(*node).unnamed.Store(os.NewFile(uintptr(dup), "O_TMPFILE"))
-		}
-	}
 	if z == nil {
-		fh, fl := n.fsys.plainFile(fd, flags)
+		fh, fl := ch.Operations().(*node).plainFile(fd, flags)
 		return ch, fh, fl, 0
 	}
 	c := ch.Operations().(*node)
 	c.mu.Lock()
 	c.cc, c.size, c.sizeKnown = cc, 0, true
 	c.mu.Unlock()
-	return ch, &file{n: c, fd: fd}, zoneOpenFlags, 0
+	return ch, c.zoneFile(fd), zoneOpenFlags, 0
 }
 
 // plainHandle is an open file outside zones: go-fuse's loopback file, whose descriptor
@@ -282,6 +287,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 type plainHandle struct {
 	*gofs.LoopbackFile
 	fd int // the loopback file's descriptor, open until Release
+	n  *node
 }
 
 func (h *plainHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
@@ -297,6 +303,7 @@ func (h *plainHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLoc
 }
 
 func (h *plainHandle) Release(ctx context.Context) syscall.Errno {
+	h.n.closing(h.fd)
 	dropLocks(h.fd)
 	return h.LoopbackFile.Release(ctx)
 }
@@ -320,12 +327,13 @@ func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
 // inode open for passthrough into cached mode, or the reverse, and go-fuse gives
 // every open of a file the backing ID another open registered (a set-ID file kept
 // open for reading would otherwise turn the write into a passthrough one).
-func (f *FS) plainFile(fd int, flags uint32) (gofs.FileHandle, uint32) {
-	h := &plainHandle{gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd}
-	if f.noPassthrough {
+func (n *node) plainFile(fd int, flags uint32) (gofs.FileHandle, uint32) {
+	n.opened(fd)
+	h := &plainHandle{gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd, n}
+	if n.fsys.noPassthrough {
 		return daemonFile{h}, 0
 	}
-	if f.killPriv && flags&syscall.O_ACCMODE != syscall.O_RDONLY && setID(fd) {
+	if n.fsys.killPriv && flags&syscall.O_ACCMODE != syscall.O_RDONLY && setID(fd) {
 		return h, fuse.FOPEN_DIRECT_IO
 	}
 	return h, 0
@@ -366,6 +374,12 @@ const zoneOpenFlags = fuse.FOPEN_NOFLUSH
 type file struct {
 	n  *node
 	fd int
+}
+
+// zoneFile is the handle of zone file n open as fd.
+func (n *node) zoneFile(fd int) *file {
+	n.opened(fd)
+	return &file{n: n, fd: fd}
 }
 
 var (
@@ -412,6 +426,7 @@ func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.n.closing(f.fd)
 	return gofs.ToErrno(syscall.Close(f.fd))
 }
 

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,10 +36,50 @@ type node struct {
 	cc        *crypto.ContentCipher
 	size      int64
 	sizeKnown bool
-	// unnamed is a descriptor of the backing file of an O_TMPFILE file, which has no
-	// backing path to link from; linkat gives it its first name. Nil for other nodes
-	// and once the file has a name; closed when the kernel forgets the node.
-	unnamed atomic.Pointer[os.File]
+
+	// fds are the backing descriptors of the node's open files. A file that has lost
+	// its names (unlinked while open, or O_TMPFILE) has no backing path: it is reached
+	// through one of them. Guarded by fdMu, which an operation through one holds, so
+	// that the file's release cannot close it meanwhile. fdMu may be taken while mu is
+	// held (an open records its descriptor), never the other way round.
+	fdMu sync.Mutex
+	fds  []int
+}
+
+// opened records fd, a new open file of the node.
+func (n *node) opened(fd int) {
+	n.fdMu.Lock()
+	n.fds = append(n.fds, fd)
+	n.fdMu.Unlock()
+}
+
+// closing forgets fd, an open file of the node about to be closed.
+func (n *node) closing(fd int) {
+	n.fdMu.Lock()
+	defer n.fdMu.Unlock()
+	for i, f := range n.fds {
+		if f == fd {
+			n.fds = append(n.fds[:i], n.fds[i+1:]...)
+			return
+		}
+	}
+}
+
+// lost reports whether the node's file has lost all its names.
+func (n *node) lost() bool {
+	_, parent := n.Parent()
+	return parent == nil && !n.IsRoot()
+}
+
+// viaOpenFile calls fn with the backing descriptor of one of the node's open files;
+// ENOENT if none is open.
+func (n *node) viaOpenFile(fn func(fd int) error) error {
+	n.fdMu.Lock()
+	defer n.fdMu.Unlock()
+	if len(n.fds) == 0 {
+		return syscall.ENOENT
+	}
+	return fn(n.fds[0])
 }
 
 var (
@@ -136,26 +175,8 @@ func (n *node) newChild(ctx context.Context, name string, st *syscall.Stat_t, ou
 	return in
 }
 
-// linkUnnamed gives an O_TMPFILE file its first name, the backing path p.
-func (n *node) linkUnnamed(p string) syscall.Errno {
-	f := n.unnamed.Load()
-	if f == nil { // opened with O_EXCL, which the kernel does not let be linked anyway
-		return syscall.EXDEV
-	}
-	if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, p, unix.AT_EMPTY_PATH); err != nil {
-		return gofs.ToErrno(err)
-	}
-	if f := n.unnamed.Swap(nil); f != nil {
-		f.Close()
-	}
-	return 0
-}
-
 // OnForget drops the node from the live map once the kernel forgot it.
 func (n *node) OnForget() {
-	if f := n.unnamed.Swap(nil); f != nil {
-		f.Close()
-	}
 	ino := n.StableAttr().Ino
 	n.fsys.liveMu.Lock()
 	if n.fsys.live[ino] == n {
@@ -210,9 +231,12 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	}
 	var st syscall.Stat_t
 	var err error
-	if n.IsRoot() {
+	switch {
+	case n.IsRoot():
 		err = syscall.Stat(n.path(), &st)
-	} else {
+	case n.lost():
+		err = n.viaOpenFile(func(fd int) error { return syscall.Fstat(fd, &st) })
+	default:
 		err = syscall.Lstat(n.path(), &st)
 	}
 	if err != nil {
@@ -444,11 +468,17 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !sameZone(t.zone.Load(), n.zone.Load()) {
 		return nil, syscall.EXDEV
 	}
-	if _, parent := t.Parent(); parent == nil {
-		if errno := t.linkUnnamed(n.child(name)); errno != 0 {
-			return nil, errno
-		}
-	} else if err := syscall.Link(t.path(), n.child(name)); err != nil {
+	var err error
+	if t.lost() {
+		// An O_TMPFILE file gets its first name (the kernel lets no other file that has
+		// lost its names be linked).
+		err = t.viaOpenFile(func(fd int) error {
+			return unix.Linkat(fd, "", unix.AT_FDCWD, n.child(name), unix.AT_EMPTY_PATH)
+		})
+	} else {
+		err = syscall.Link(t.path(), n.child(name))
+	}
+	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
 	n.fsys.moved(n.zone.Load())
@@ -602,13 +632,22 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if hiddenXattr(attr) {
 		return 0, syscall.ENODATA
 	}
-	sz, err := unix.Lgetxattr(n.path(), attr, dest)
+	var sz int
+	var err error
+	if n.lost() {
+		err = n.viaOpenFile(func(fd int) (err error) { sz, err = unix.Fgetxattr(fd, attr, dest); return err })
+	} else {
+		sz, err = unix.Lgetxattr(n.path(), attr, dest)
+	}
 	return uint32(sz), gofs.ToErrno(err)
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	if hiddenXattr(attr) {
 		return syscall.EPERM
+	}
+	if n.lost() {
+		return gofs.ToErrno(n.viaOpenFile(func(fd int) error { return unix.Fsetxattr(fd, attr, data, int(flags)) }))
 	}
 	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
 }
@@ -617,16 +656,26 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if hiddenXattr(attr) {
 		return syscall.EPERM
 	}
+	if n.lost() {
+		return gofs.ToErrno(n.viaOpenFile(func(fd int) error { return unix.Fremovexattr(fd, attr) }))
+	}
 	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	sz, err := unix.Llistxattr(n.path(), nil)
+	list := func(buf []byte) (int, error) { return unix.Llistxattr(n.path(), buf) }
+	if n.lost() {
+		list = func(buf []byte) (sz int, err error) {
+			err = n.viaOpenFile(func(fd int) (err error) { sz, err = unix.Flistxattr(fd, buf); return err })
+			return sz, err
+		}
+	}
+	sz, err := list(nil)
 	if err != nil {
 		return 0, gofs.ToErrno(err)
 	}
 	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(n.path(), buf)
+	sz, err = list(buf)
 	if err != nil {
 		return 0, gofs.ToErrno(err)
 	}

@@ -350,7 +350,8 @@ func TestTmpfileLink(t *testing.T) {
 }
 
 // TestUnlinkedOpen: a file unlinked while open keeps working through its descriptor:
-// data, fchmod, fchown, ftruncate and futimens, in a zone and outside.
+// data, fchmod, fchown, ftruncate, futimens, extended attributes, and opening it anew
+// through /proc/self/fd, in a zone and outside.
 func TestUnlinkedOpen(t *testing.T) {
 	e := newEnv(t)
 	plain := filepath.Join(e.mnt, "plain")
@@ -377,6 +378,22 @@ func TestUnlinkedOpen(t *testing.T) {
 			{"fchmod", func() error { return unix.Fchmod(fd, 0o600) }},
 			{"fchown", func() error { return unix.Fchown(fd, 1, 2) }},
 			{"ftruncate", func() error { return unix.Ftruncate(fd, 5000) }},
+			{"fsetxattr", func() error { return unix.Fsetxattr(fd, "user.x", []byte("1"), 0) }},
+			{"fgetxattr", func() error {
+				if _, err := unix.Fgetxattr(fd, "user.x", make([]byte, 8)); err != nil {
+					return err
+				}
+				_, err := unix.Flistxattr(fd, make([]byte, 256))
+				return err
+			}},
+			{"reopen", func() error {
+				// as `cat /dev/fd/3` does
+				got, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", fd))
+				if err == nil && !bytes.Equal(got, patterned(10000)[:5000]) {
+					err = fmt.Errorf("read %d bytes, not what was written", len(got))
+				}
+				return err
+			}},
 			{"futimens", func() error {
 				return unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), []unix.Timespec{mtime, mtime}, 0)
 			}},
