@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -614,6 +615,11 @@ func (d *hidingDir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 // Access answers access(2) when the kernel does not check permissions itself (no
 // default_permissions, so the caller is root): as the daemon, which is root too.
 func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	if n.lost() {
+		return gofs.ToErrno(n.viaOpenFile(func(fd int) error {
+			return unix.Faccessat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), mask, 0)
+		}))
+	}
 	return gofs.ToErrno(unix.Faccessat(unix.AT_FDCWD, n.path(), mask, 0))
 }
 

@@ -350,8 +350,8 @@ func TestTmpfileLink(t *testing.T) {
 }
 
 // TestUnlinkedOpen: a file unlinked while open keeps working through its descriptor:
-// data, fchmod, fchown, ftruncate, futimens, extended attributes, and opening it anew
-// through /proc/self/fd, in a zone and outside.
+// data, fchmod, fchown, ftruncate, futimens, extended attributes, access(2) and
+// opening it anew through /proc/self/fd, in a zone and outside.
 func TestUnlinkedOpen(t *testing.T) {
 	e := newEnv(t)
 	plain := filepath.Join(e.mnt, "plain")
@@ -386,6 +386,7 @@ func TestUnlinkedOpen(t *testing.T) {
 				_, err := unix.Flistxattr(fd, make([]byte, 256))
 				return err
 			}},
+			{"access", func() error { return unix.Access(fmt.Sprintf("/proc/self/fd/%d", fd), unix.R_OK|unix.W_OK) }},
 			{"reopen", func() error {
 				// as `cat /dev/fd/3` does
 				got, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", fd))
