@@ -249,6 +249,27 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 }
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if f == nil && n.lost() {
+		// fchmod, fchown and futimens of a file unlinked while open come without a
+		// handle (so do the kernel's own drops of set-ID bits): such a file has no path,
+		// so it is changed through a new open of it, as if through a handle.
+		flags := syscall.O_RDONLY
+		if _, ok := in.GetSize(); ok {
+			flags = syscall.O_RDWR
+		}
+		fd, errno := n.openBacking(flags)
+		if errno != 0 {
+			return errno
+		}
+		if n.encrypted() {
+			defer syscall.Close(fd)
+			f = &file{n: n, fd: fd}
+		} else {
+			lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile) // closes fd from here on
+			defer lf.Release(ctx)
+			f = &plainHandle{LoopbackFile: lf, fd: fd, n: n}
+		}
+	}
 	if h, ok := plain(f); ok {
 		if errno := h.Setattr(ctx, in, out); errno != 0 {
 			return errno

@@ -2,40 +2,30 @@ package fs
 
 import (
 	"log"
-	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // rawFS is the raw file system the FUSE server talks to: go-fuse's node bridge with
-// two additions at the protocol level, where file handles are visible.
-//
-// First, the duty the kernel hands over with FUSE_HANDLE_KILLPRIV_V2. Without that
-// capability the kernel asks the daemon for security.capability before every write
-// (GETXATTR), a second round trip per write. With it, the kernel marks the writes,
-// truncates and O_TRUNC opens of callers without CAP_FSETID, and the daemon drops
-// set-user-ID, and set-group-ID where group execute is set, as the backing disk would
-// for such a caller. security.capability needs no help: the backing disk drops it on
-// every write, truncate and chown, whoever the daemon writes as. The marked requests
-// carry a file handle or get one in the reply, and the mode is read and changed
-// through it, so a file unlinked while open is handled too.
-//
-// Second, a SETATTR without a file handle (the kernel sends those when it drops the
-// bits itself, or on chmod of a path) reaches a file unlinked while open only through
-// one of its open handles: the bridge would look for its name and fail.
+// one addition at the protocol level, where file handles are visible: the duty the
+// kernel hands over with FUSE_HANDLE_KILLPRIV_V2. Without that capability the kernel
+// asks the daemon for security.capability before every write (GETXATTR), a second
+// round trip per write. With it, the kernel marks the writes, truncates and O_TRUNC
+// opens of callers without CAP_FSETID, and the daemon drops set-user-ID, and
+// set-group-ID where group execute is set, as the backing disk would for such a
+// caller. security.capability needs no help: the backing disk drops it on every
+// write, truncate and chown, whoever the daemon writes as. The marked requests carry
+// a file handle or get one in the reply, and the mode is read and changed through it,
+// so a file unlinked while open is handled too.
 type rawFS struct {
 	fuse.RawFileSystem
 	log *log.Logger
 	srv *fuse.Server // set by Init, before any request
-
-	// open holds the handles of open files by node ID. Guarded by mu.
-	mu   sync.Mutex
-	open map[uint64][]uint64
 }
 
 func newRawFS(inner fuse.RawFileSystem, l *log.Logger) *rawFS {
-	return &rawFS{RawFileSystem: inner, log: l, open: map[uint64][]uint64{}}
+	return &rawFS{RawFileSystem: inner, log: l}
 }
 
 func (k *rawFS) Init(srv *fuse.Server) {
@@ -105,54 +95,13 @@ func (k *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (ui
 // SetAttr drops the bits before a marked truncate or chown, so the attributes in the
 // reply already show it.
 func (k *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	fh, hasFh := in.GetFh()
 	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		fh, _ := in.GetFh()
 		if st := k.dropSuidgid(cancel, in.InHeader, in.NodeId, fh); !st.Ok() {
 			return st
 		}
 	}
-	st := k.RawFileSystem.SetAttr(cancel, in, out)
-	if st == fuse.ENOENT && !hasFh {
-		if fh, ok := k.anyHandle(in.NodeId); ok {
-			in.Valid |= fuse.FATTR_FH
-			in.Fh = fh
-			st = k.RawFileSystem.SetAttr(cancel, in, out)
-		}
-	}
-	return st
-}
-
-func (k *rawFS) opened(id, fh uint64) {
-	k.mu.Lock()
-	k.open[id] = append(k.open[id], fh)
-	k.mu.Unlock()
-}
-
-func (k *rawFS) anyHandle(id uint64) (uint64, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if hs := k.open[id]; len(hs) > 0 {
-		return hs[0], true
-	}
-	return 0, false
-}
-
-func (k *rawFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	k.mu.Lock()
-	hs := k.open[in.NodeId]
-	for i, h := range hs {
-		if h == in.Fh {
-			hs = append(hs[:i], hs[i+1:]...)
-			break
-		}
-	}
-	if len(hs) == 0 {
-		delete(k.open, in.NodeId)
-	} else {
-		k.open[in.NodeId] = hs
-	}
-	k.mu.Unlock()
-	k.RawFileSystem.Release(cancel, in)
+	return k.RawFileSystem.SetAttr(cancel, in, out)
 }
 
 // Open and Create drop the bits after an O_TRUNC open has truncated the file. Both
@@ -168,7 +117,6 @@ func (k *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 			return st
 		}
 	}
-	k.opened(in.NodeId, out.Fh)
 	return fuse.OK
 }
 
@@ -177,7 +125,6 @@ func (k *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, o
 	if !st.Ok() {
 		return st
 	}
-	k.opened(out.NodeId, out.Fh)
 	if in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
 		// The create may have opened an existing file; a new one has nothing to drop
 		// unless it was created with the bits, and then dropping them errs on the safe
