@@ -217,9 +217,12 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 			DirectMountFlags:  mo.Flags,
 			MaxWrite:          1 << 20,
 			EnableLocks:       true,
-			DisableSplice:     true,
-			Debug:             mo.Debug,
-			Options:           kopts,
+			// Where the kernel checks permissions it must read ACLs too, or a named
+			// entry that denies would be ignored for the mode bits (docs/DESIGN.md).
+			EnableAcl:     mo.AllowOther || mo.DefaultPermissions,
+			DisableSplice: true,
+			Debug:         mo.Debug,
+			Options:       kopts,
 		},
 		Logger: f.log,
 	}

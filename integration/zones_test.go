@@ -255,3 +255,80 @@ func TestSharedMount(t *testing.T) {
 		})
 	}
 }
+
+// posixACL encodes an access ACL as the kernel's system.posix_acl_access xattr value:
+// version 2, then (tag, perm, id) triples. The id matters only for named entries.
+func posixACL(entries ...[3]uint32) []byte {
+	b := []byte{2, 0, 0, 0}
+	for _, e := range entries {
+		b = append(b, byte(e[0]), byte(e[0]>>8), byte(e[1]), byte(e[1]>>8),
+			byte(e[2]), byte(e[2]>>8), byte(e[2]>>16), byte(e[2]>>24))
+	}
+	return b
+}
+
+// ACL entry tags (linux/posix_acl_xattr.h).
+const (
+	aclUserObj  = 0x01
+	aclUser     = 0x02
+	aclGroupObj = 0x04
+	aclMask     = 0x10
+	aclOther    = 0x20
+)
+
+// TestSharedMountACL: where the kernel checks permissions (allow_other), it honours the
+// files' POSIX ACLs as the backing disk does: a named entry that denies is not overruled
+// by the other-class bits, one that grants works, and an ACL set, changed by chmod or
+// removed through the mount takes effect at once.
+func TestSharedMountACL(t *testing.T) {
+	const nobody = 65534
+	e := newEnv(t, "allow_other")
+	zone := e.zone("acl", "k")
+	plainDir := filepath.Join(e.mnt, "plain")
+	if err := os.Mkdir(plainDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(zone, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deny := posixACL([3]uint32{aclUserObj, 6}, [3]uint32{aclUser, 0, nobody},
+		[3]uint32{aclGroupObj, 4}, [3]uint32{aclMask, 4}, [3]uint32{aclOther, 4})
+	grant := posixACL([3]uint32{aclUserObj, 6}, [3]uint32{aclUser, 4, nobody},
+		[3]uint32{aclGroupObj, 0}, [3]uint32{aclMask, 4}, [3]uint32{aclOther, 0})
+	for _, dir := range []string{zone, plainDir} {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			f := filepath.Join(dir, "f")
+			if err := os.WriteFile(f, []byte("data\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range []struct {
+				name     string
+				change   func() error
+				readable bool
+			}{
+				{"no ACL, 0644", func() error { return nil }, true},
+				{"named entry denies", func() error { return unix.Setxattr(f, "system.posix_acl_access", deny, 0) }, false},
+				{"ACL removed", func() error { return unix.Removexattr(f, "system.posix_acl_access") }, true},
+				{"0600, named entry grants", func() error {
+					if err := os.Chmod(f, 0o600); err != nil {
+						return err
+					}
+					return unix.Setxattr(f, "system.posix_acl_access", grant, 0)
+				}, true},
+				{"chmod 0600 clears the mask", func() error { return os.Chmod(f, 0o600) }, false},
+			} {
+				if err := step.change(); err != nil {
+					t.Fatalf("%s: %v", step.name, err)
+				}
+				_, err := asUser(nobody, "cat "+f)
+				if got := err == nil; got != step.readable {
+					t.Errorf("%s: user %d can read through the mount: %v, want %v", step.name, nobody, got, step.readable)
+				}
+				_, err = asUser(nobody, "cat "+e.backingOf(f)+" >/dev/null")
+				if got := err == nil; got != step.readable {
+					t.Errorf("%s: user %d can read the backing file: %v, want %v", step.name, nobody, got, step.readable)
+				}
+			}
+		})
+	}
+}
