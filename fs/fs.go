@@ -196,13 +196,15 @@ const attrTimeout = time.Second
 // as root on the backing disk: the same checks, without a GETATTR of the parent
 // directory before every create and unlink.
 func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
-	// The kernel already applied the caller's umask; ours must not apply a second one.
+	// The caller's umask is applied by the kernel, or on shared mounts by rawFS; ours
+	// must not apply a second one.
 	syscall.Umask(0)
 	sec := attrTimeout
 	var kopts []string
 	if mo.AllowOther || mo.DefaultPermissions {
 		kopts = append(kopts, "default_permissions")
 	}
+	acl := mo.AllowOther || mo.DefaultPermissions
 	// Negative entries are cached as long as positive ones: every create starts with a
 	// lookup of a name that is not there. Names made through the mount invalidate them.
 	opts := &gofs.Options{
@@ -219,7 +221,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 			EnableLocks:       true,
 			// Where the kernel checks permissions it must read ACLs too, or a named
 			// entry that denies would be ignored for the mode bits (docs/DESIGN.md).
-			EnableAcl:     mo.AllowOther || mo.DefaultPermissions,
+			EnableAcl:     acl,
 			DisableSplice: true,
 			Debug:         mo.Debug,
 			Options:       kopts,
@@ -235,9 +237,15 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 		f.killPriv = true
 	}
+	raw := newRawFS(gofs.NewNodeFS(f.root, opts), f.log)
+	if acl {
+		// The umask is ours to apply then, so that a default ACL can replace it.
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK
+		raw.umask = true
+	}
 	f.noPassthrough = mo.NoPassthrough
 	spareProcs()
-	srv, err := fuse.NewServer(newRawFS(gofs.NewNodeFS(f.root, opts), f.log), mountpoint, &opts.MountOptions)
+	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}

@@ -18,10 +18,16 @@ import (
 // write, truncate and chown, whoever the daemon writes as. The marked requests carry
 // a file handle or get one in the reply, and the mode is read and changed through it,
 // so a file unlinked while open is handled too.
+//
+// With FUSE_DONT_MASK it also applies the caller's umask to new files, directories and
+// nodes, which the kernel then leaves to the daemon: only where the parent directory
+// has no default ACL, as the backing disk does (a default ACL replaces the umask). The
+// daemon's own umask is 0, so the backing disk cannot do it for the caller.
 type rawFS struct {
 	fuse.RawFileSystem
-	log *log.Logger
-	srv *fuse.Server // set by Init, before any request
+	log   *log.Logger
+	srv   *fuse.Server // set by Init, before any request
+	umask bool         // FUSE_DONT_MASK negotiated; set before the server starts
 }
 
 func newRawFS(inner fuse.RawFileSystem, l *log.Logger) *rawFS {
@@ -120,7 +126,35 @@ func (k *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	return fuse.OK
 }
 
+// masked is mode as the backing disk would create it for a caller with umask: masked,
+// unless the parent directory h.NodeId has a default ACL.
+func (k *rawFS) masked(cancel <-chan struct{}, h *fuse.InHeader, mode, umask uint32) uint32 {
+	if !k.umask || mode&umask == 0 {
+		return mode
+	}
+	if _, st := k.RawFileSystem.GetXAttr(cancel, h, "system.posix_acl_default", nil); st.Ok() {
+		return mode
+	}
+	return mode &^ umask
+}
+
+func (k *rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	in.Mode = k.masked(cancel, &in.InHeader, in.Mode, in.Umask)
+	return k.RawFileSystem.Mkdir(cancel, in, name, out)
+}
+
+func (k *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	in.Mode = k.masked(cancel, &in.InHeader, in.Mode, in.Umask)
+	return k.RawFileSystem.Mknod(cancel, in, name, out)
+}
+
+func (k *rawFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	in.Mode = k.masked(cancel, &in.InHeader, in.Mode, in.Umask)
+	return k.RawFileSystem.Tmpfile(cancel, in, out)
+}
+
 func (k *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	in.Mode = k.masked(cancel, &in.InHeader, in.Mode, in.Umask)
 	st := k.RawFileSystem.Create(cancel, in, name, out)
 	if !st.Ok() {
 		return st

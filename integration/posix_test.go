@@ -11,7 +11,9 @@ import (
 
 // TestPosix runs every test of go-fuse's posixtest.All in a zone and outside zones,
 // each in a fresh directory of one ezfs mount; and outside zones of a mount whose plain
-// files are served through the daemon (-o nopassthrough).
+// files are served through the daemon (-o nopassthrough); and in a zone of a shared
+// mount (-o allow_other), where the kernel checks permissions and ACLs and leaves the
+// umask to the daemon.
 func TestPosix(t *testing.T) {
 	e := newEnv(t)
 	zone := e.zone("zone", "posix")
@@ -20,12 +22,13 @@ func TestPosix(t *testing.T) {
 		t.Fatal(err)
 	}
 	daemon := newEnv(t, "nopassthrough").mnt
+	shared := newEnv(t, "allow_other").zone("zone", "posix")
 	names := make([]string, 0, len(posixtest.All))
 	for n := range posixtest.All {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}, {"nopassthrough", daemon}} {
+	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}, {"nopassthrough", daemon}, {"shared", shared}} {
 		t.Run(where.name, func(t *testing.T) {
 			for _, n := range names {
 				t.Run(n, func(t *testing.T) {

@@ -278,8 +278,9 @@ const (
 
 // TestSharedMountACL: where the kernel checks permissions (allow_other), it honours the
 // files' POSIX ACLs as the backing disk does: a named entry that denies is not overruled
-// by the other-class bits, one that grants works, and an ACL set, changed by chmod or
-// removed through the mount takes effect at once.
+// by the other-class bits, one that grants works, an ACL set, changed by chmod or
+// removed through the mount takes effect at once, and new objects take a directory's
+// default ACL in place of the umask.
 func TestSharedMountACL(t *testing.T) {
 	const nobody = 65534
 	e := newEnv(t, "allow_other")
@@ -327,6 +328,43 @@ func TestSharedMountACL(t *testing.T) {
 				_, err = asUser(nobody, "cat "+e.backingOf(f)+" >/dev/null")
 				if got := err == nil; got != step.readable {
 					t.Errorf("%s: user %d can read the backing file: %v, want %v", step.name, nobody, got, step.readable)
+				}
+			}
+			// New objects: under a default ACL the ACL, not the umask, limits the mode;
+			// elsewhere the umask does. Same as in a twin directory on the disk itself.
+			inherit := posixACL([3]uint32{aclUserObj, 7}, [3]uint32{aclUser, 6, nobody},
+				[3]uint32{aclGroupObj, 5}, [3]uint32{aclMask, 7}, [3]uint32{aclOther, 5})
+			for _, c := range []struct {
+				name      string
+				acl       []byte
+				file, dir string // modes after umask 022
+			}{
+				{"default ACL", inherit, "664", "775"},
+				{"no default ACL", nil, "644", "755"},
+			} {
+				var modes []string
+				for _, parent := range []string{filepath.Join(dir, "new"), filepath.Join(t.TempDir(), "native")} {
+					if err := os.Mkdir(parent, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if c.acl != nil {
+						if err := unix.Setxattr(parent, "system.posix_acl_default", c.acl, 0); err != nil {
+							t.Fatal(err)
+						}
+					}
+					out, err := exec.Command("/bin/sh", "-c", "cd "+parent+
+						" && umask 022 && touch f && mkdir d && mkfifo p && stat -c %a f d p").CombinedOutput()
+					if err != nil {
+						t.Fatalf("%s: create in %s: %v: %s", c.name, parent, err, out)
+					}
+					modes = append(modes, string(out))
+					if err := os.RemoveAll(parent); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want := c.file + "\n" + c.dir + "\n" + c.file + "\n"
+				if modes[0] != want || modes[1] != want {
+					t.Errorf("%s: modes of new file, directory, fifo: mount %q, disk %q, want %q", c.name, modes[0], modes[1], want)
 				}
 			}
 		})
