@@ -239,8 +239,9 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	raw := newRawFS(gofs.NewNodeFS(f.root, opts), f.log)
 	if acl {
-		// The umask is ours to apply then, so that a default ACL can replace it.
-		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK
+		// The umask is ours to apply then, so that a default ACL can replace it; and
+		// an ACL set by a caller outside the file's group must drop set-group-ID.
+		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT
 		raw.umask = true
 	}
 	f.noPassthrough = mo.NoPassthrough

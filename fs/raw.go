@@ -126,6 +126,24 @@ func (k *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut)
 	return fuse.OK
 }
 
+// SetXAttr clears set-group-ID after an access ACL set by a caller outside the file's
+// group (the kernel marks it; FUSE_SETXATTR_EXT), as the disk does for such a caller.
+// The daemon sets the ACL as root, whom the disk lets keep the bit.
+func (k *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	st := k.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	if !st.Ok() || in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID == 0 {
+		return st
+	}
+	var a fuse.AttrOut
+	if st := k.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &a); !st.Ok() || a.Mode&syscall.S_ISGID == 0 {
+		return st
+	}
+	set := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{
+		InHeader: in.InHeader, Valid: fuse.FATTR_MODE, Mode: a.Mode & 0o7777 &^ syscall.S_ISGID,
+	}}
+	return k.RawFileSystem.SetAttr(cancel, set, &a)
+}
+
 // masked is mode as the backing disk would create it for a caller with umask: masked,
 // unless the parent directory h.NodeId has a default ACL.
 func (k *rawFS) masked(cancel <-chan struct{}, h *fuse.InHeader, mode, umask uint32) uint32 {

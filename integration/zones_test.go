@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,8 +280,9 @@ const (
 // TestSharedMountACL: where the kernel checks permissions (allow_other), it honours the
 // files' POSIX ACLs as the backing disk does: a named entry that denies is not overruled
 // by the other-class bits, one that grants works, an ACL set, changed by chmod or
-// removed through the mount takes effect at once, and new objects take a directory's
-// default ACL in place of the umask.
+// removed through the mount takes effect at once, new objects take a directory's
+// default ACL in place of the umask, and an ACL set by an owner outside the file's group
+// drops set-group-ID.
 func TestSharedMountACL(t *testing.T) {
 	const nobody = 65534
 	e := newEnv(t, "allow_other")
@@ -365,6 +367,34 @@ func TestSharedMountACL(t *testing.T) {
 				want := c.file + "\n" + c.dir + "\n" + c.file + "\n"
 				if modes[0] != want || modes[1] != want {
 					t.Errorf("%s: modes of new file, directory, fifo: mount %q, disk %q, want %q", c.name, modes[0], modes[1], want)
+				}
+			}
+			// An owner outside the file's group who sets an ACL loses set-group-ID.
+			twin := t.TempDir()
+			for _, d := range []string{filepath.Dir(twin), twin} {
+				if err := os.Chmod(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, g := range []string{filepath.Join(dir, "sgid"), filepath.Join(twin, "sgid")} {
+				if err := os.WriteFile(g, []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chown(g, nobody, 0); err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Chmod(g, 0o2775); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := asUser(nobody, fmt.Sprintf("setfattr -n system.posix_acl_access -v 0x%x %s", grant, g)); err != nil {
+					t.Fatalf("user %d sets an ACL on their file %s: %v: %s", nobody, g, err, out)
+				}
+				var st syscall.Stat_t
+				if err := syscall.Stat(g, &st); err != nil {
+					t.Fatal(err)
+				}
+				if st.Mode&syscall.S_ISGID != 0 {
+					t.Errorf("%s keeps set-group-ID (mode %o) after an ACL set by its owner outside its group", g, st.Mode&0o7777)
 				}
 			}
 		})
