@@ -201,10 +201,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	syscall.Umask(0)
 	sec := attrTimeout
 	var kopts []string
-	if mo.AllowOther || mo.DefaultPermissions {
+	// shared: the kernel checks permissions (default_permissions) for several users.
+	shared := mo.AllowOther || mo.DefaultPermissions
+	if shared {
 		kopts = append(kopts, "default_permissions")
 	}
-	acl := mo.AllowOther || mo.DefaultPermissions
 	// Negative entries are cached as long as positive ones: every create starts with a
 	// lookup of a name that is not there. Names made through the mount invalidate them.
 	opts := &gofs.Options{
@@ -221,7 +222,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 			EnableLocks:       true,
 			// Where the kernel checks permissions it must read ACLs too, or a named
 			// entry that denies would be ignored for the mode bits (docs/DESIGN.md).
-			EnableAcl:     acl,
+			EnableAcl:     shared,
 			DisableSplice: true,
 			Debug:         mo.Debug,
 			Options:       kopts,
@@ -238,11 +239,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		f.killPriv = true
 	}
 	raw := newRawFS(gofs.NewNodeFS(f.root, opts), f.log)
-	if acl {
+	if shared {
 		// The umask is ours to apply then, so that a default ACL can replace it; and
 		// an ACL set by a caller outside the file's group must drop set-group-ID.
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT
-		raw.umask = true
+		raw.applyUmask = true
 	}
 	f.noPassthrough = mo.NoPassthrough
 	spareProcs()

@@ -8,8 +8,10 @@ import (
 )
 
 // rawFS is the raw file system the FUSE server talks to: go-fuse's node bridge with
-// one addition at the protocol level, where file handles are visible: the duty the
-// kernel hands over with FUSE_HANDLE_KILLPRIV_V2. Without that capability the kernel
+// the duties the kernel hands over with three capabilities, done at the protocol level
+// where the request's flags, umask and file handles are visible.
+//
+// FUSE_HANDLE_KILLPRIV_V2 (private mounts). Without that capability the kernel
 // asks the daemon for security.capability before every write (GETXATTR), a second
 // round trip per write. With it, the kernel marks the writes, truncates and O_TRUNC
 // opens of callers without CAP_FSETID, and the daemon drops set-user-ID, and
@@ -19,15 +21,17 @@ import (
 // a file handle or get one in the reply, and the mode is read and changed through it,
 // so a file unlinked while open is handled too.
 //
-// With FUSE_DONT_MASK it also applies the caller's umask to new files, directories and
-// nodes, which the kernel then leaves to the daemon: only where the parent directory
-// has no default ACL, as the backing disk does (a default ACL replaces the umask). The
-// daemon's own umask is 0, so the backing disk cannot do it for the caller.
+// FUSE_DONT_MASK (shared mounts): the caller's umask, which the kernel then sends
+// instead of applying, is applied to new files, directories and nodes only where the
+// parent directory has no default ACL, as the backing disk does (a default ACL replaces
+// the umask). The daemon's own umask is 0, so the disk cannot do it for the caller.
+//
+// FUSE_SETXATTR_EXT (shared mounts): see SetXAttr.
 type rawFS struct {
 	fuse.RawFileSystem
-	log   *log.Logger
-	srv   *fuse.Server // set by Init, before any request
-	umask bool         // FUSE_DONT_MASK negotiated; set before the server starts
+	log        *log.Logger
+	srv        *fuse.Server // set by Init, before any request
+	applyUmask bool         // FUSE_DONT_MASK negotiated; set before the server starts
 }
 
 func newRawFS(inner fuse.RawFileSystem, l *log.Logger) *rawFS {
@@ -147,7 +151,7 @@ func (k *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 // masked is mode as the backing disk would create it for a caller with umask: masked,
 // unless the parent directory h.NodeId has a default ACL.
 func (k *rawFS) masked(cancel <-chan struct{}, h *fuse.InHeader, mode, umask uint32) uint32 {
-	if !k.umask || mode&umask == 0 {
+	if !k.applyUmask || mode&umask == 0 {
 		return mode
 	}
 	if _, st := k.RawFileSystem.GetXAttr(cancel, h, "system.posix_acl_default", nil); st.Ok() {
