@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
+	"golang.org/x/sys/unix"
 )
 
 // The content functions below implement the block format on a backing descriptor.
@@ -268,6 +269,40 @@ func (n *node) extendLocked(fd int, size int64) error {
 	}
 	n.size = size
 	return nil
+}
+
+// zeroLocked turns plaintext [off, end) within the file into zeros, its size kept.
+// Whole blocks become holes in the backing file (a hole opens to zeros); the partial
+// blocks at either edge, and a short last block, which cannot be a hole, are sealed
+// again with zeros written over the range.
+func (n *node) zeroLocked(fd int, off, end int64) error {
+	end = min(end, n.size)
+	if off >= end {
+		return nil
+	}
+	var zeros [bs]byte
+	holeFirst, holeEnd := (off+bs-1)/bs, end/bs // blocks wholly inside the range
+	if holeFirst >= holeEnd {
+		// At most two partial blocks.
+		for at := off; at < end; at = min(end, (at/bs+1)*bs) {
+			if err := n.writeLocked(fd, zeros[:min(end, (at/bs+1)*bs)-at], at); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if head := holeFirst * bs; off < head {
+		if err := n.writeLocked(fd, zeros[:head-off], off); err != nil {
+			return err
+		}
+	}
+	if tail := holeEnd * bs; end > tail {
+		if err := n.writeLocked(fd, zeros[:end-tail], tail); err != nil {
+			return err
+		}
+	}
+	start := crypto.BlockOffset(holeFirst)
+	return syscall.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, crypto.BlockOffset(holeEnd)-start)
 }
 
 // truncateLocked sets the plaintext size.

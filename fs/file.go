@@ -456,25 +456,49 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 	return 0, syscall.EINVAL
 }
 
+// Allocate serves fallocate(2). Punching a hole and zeroing a range write zeros over
+// the plaintext (whole blocks become backing holes); collapsing and inserting ranges
+// would move blocks, whose numbers are sealed into them, and are refused.
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	switch mode {
+	start, end := int64(off), int64(off+size)
+	keep := mode&unix.FALLOC_FL_KEEP_SIZE != 0
+	switch mode &^ unix.FALLOC_FL_KEEP_SIZE {
 	case 0:
+		if keep {
+			// Reserving space without changing the size needs no plaintext; reserve
+			// the backing range that would hold it.
+			f.n.mu.RLock()
+			defer f.n.mu.RUnlock()
+			return gofs.ToErrno(f.reserve(start, end))
+		}
 		f.n.mu.Lock()
 		defer f.n.mu.Unlock()
-		if end := int64(off + size); end > f.n.size {
-			return f.n.errno(f.fd, f.n.extendLocked(f.fd, end))
+		return f.n.errno(f.fd, f.n.extendLocked(f.fd, end))
+	case unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE:
+		if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 && !keep {
+			return syscall.EOPNOTSUPP // as on every Linux file system
 		}
-		return 0
-	case unix.FALLOC_FL_KEEP_SIZE:
-		// Reserving space without changing the size needs no plaintext; reserve
-		// the backing range that would hold it.
-		f.n.mu.RLock()
-		defer f.n.mu.RUnlock()
-		start := crypto.BlockOffset(int64(off) / crypto.BlockSize)
-		end := crypto.BlockOffset((int64(off+size) + crypto.BlockSize - 1) / crypto.BlockSize)
-		return gofs.ToErrno(syscall.Fallocate(f.fd, unix.FALLOC_FL_KEEP_SIZE, start, end-start))
+		f.n.mu.Lock()
+		defer f.n.mu.Unlock()
+		if err := f.n.zeroLocked(f.fd, start, end); err != nil {
+			return f.n.errno(f.fd, err)
+		}
+		if end <= f.n.size || mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
+			return 0
+		}
+		if keep {
+			return gofs.ToErrno(f.reserve(max(start, f.n.size), end))
+		}
+		return f.n.errno(f.fd, f.n.extendLocked(f.fd, end))
 	}
 	return syscall.EOPNOTSUPP
+}
+
+// reserve allocates the backing range of plaintext [start, end), size kept.
+func (f *file) reserve(start, end int64) error {
+	from := crypto.BlockOffset(start / crypto.BlockSize)
+	to := crypto.BlockOffset((end + crypto.BlockSize - 1) / crypto.BlockSize)
+	return syscall.Fallocate(f.fd, unix.FALLOC_FL_KEEP_SIZE, from, to-from)
 }
 
 // File locks are held on the backing descriptor as open-file-description locks, as in

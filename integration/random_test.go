@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // randomOps is the length of each seed's run; EZFS_RANDOM_OPS runs longer.
@@ -106,6 +108,7 @@ func runRandom(t *testing.T, seed int64, ops int, zoneDir, refDir string) {
 			closePair(p)
 		}
 	}()
+	allocModes := fallocModes(t, refDir)
 	buf := make([]byte, 256<<10)
 	got := make([]byte, 256<<10)
 	links := 0
@@ -114,6 +117,13 @@ func runRandom(t *testing.T, seed int64, ops int, zoneDir, refDir string) {
 		p := pairs[r.Intn(files)]
 		kind := r.Intn(100)
 		switch {
+		case kind < 3:
+			counts["fallocate"]++
+			off, n := randomOffset(r, limit), randomSize(r)
+			mode := allocModes[r.Intn(len(allocModes))]
+			both(t, op, fmt.Sprintf("fallocate(%#x, %d, %d)", mode, off, n), func(fd int) (int, error) {
+				return 0, syscall.Fallocate(fd, mode, int64(off), int64(n))
+			}, p)
 		case kind < 45:
 			counts["pwrite"]++
 			off, n := randomOffset(r, limit), randomSize(r)
@@ -205,6 +215,28 @@ func runRandom(t *testing.T, seed int64, ops int, zoneDir, refDir string) {
 		compareFiles(t, ops, q)
 	}
 	t.Logf("seed %d: %d operations: %v", seed, ops, counts)
+}
+
+// fallocModes are the fallocate(2) modes the random test uses: reserve, extend, punch a
+// hole and zero a range, less those the reference directory's file system lacks (tmpfs
+// cannot zero a range).
+func fallocModes(t *testing.T, refDir string) []uint32 {
+	t.Helper()
+	modes := []uint32{0, unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE}
+	f, err := os.CreateTemp(refDir, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	for _, m := range []uint32{unix.FALLOC_FL_ZERO_RANGE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE} {
+		if err := syscall.Fallocate(int(f.Fd()), m, 0, 4096); err == nil {
+			modes = append(modes, m)
+		} else {
+			t.Logf("reference file system: fallocate %#x: %v; left out", m, err)
+		}
+	}
+	return modes
 }
 
 // both runs f on the zone and the reference descriptor and requires equal results.
