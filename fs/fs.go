@@ -243,7 +243,7 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		// The umask is ours to apply then, so that a default ACL can replace it; and
 		// an ACL set by a caller outside the file's group must drop set-group-ID.
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT
-		raw.applyUmask = true
+		raw.acls = true
 	}
 	f.noPassthrough = mo.NoPassthrough
 	spareProcs()

@@ -26,12 +26,15 @@ import (
 // parent directory has no default ACL, as the backing disk does (a default ACL replaces
 // the umask). The daemon's own umask is 0, so the disk cannot do it for the caller.
 //
-// FUSE_SETXATTR_EXT (shared mounts): see SetXAttr.
+// FUSE_SETXATTR_EXT (shared mounts): see SetXAttr. FUSE_POSIX_ACL (shared mounts):
+// see GetXAttr.
 type rawFS struct {
 	fuse.RawFileSystem
-	log        *log.Logger
-	srv        *fuse.Server // set by Init, before any request
-	applyUmask bool         // FUSE_DONT_MASK negotiated; set before the server starts
+	log *log.Logger
+	srv *fuse.Server // set by Init, before any request
+	// acls: a shared mount, with FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT
+	// negotiated; set before the server starts.
+	acls bool
 }
 
 func newRawFS(inner fuse.RawFileSystem, l *log.Logger) *rawFS {
@@ -148,13 +151,31 @@ func (k *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 	return k.RawFileSystem.SetAttr(cancel, set, &a)
 }
 
+// GetXAttr answers "no ACL" where the backing file system has no ACLs (EOPNOTSUPP:
+// ramfs, NFSv4, vfat). With FUSE_POSIX_ACL the kernel reads a file's ACL for its
+// permission checks and fails them with any error other than "no data", so every
+// access by a non-owner would fail with "Operation not supported".
+func (k *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	sz, st := k.RawFileSystem.GetXAttr(cancel, h, attr, dest)
+	if k.acls && st == fuse.Status(syscall.EOPNOTSUPP) && (attr == aclAccess || attr == aclDefault) {
+		return 0, fuse.Status(syscall.ENODATA)
+	}
+	return sz, st
+}
+
+// The xattrs that hold POSIX ACLs.
+const (
+	aclAccess  = "system.posix_acl_access"
+	aclDefault = "system.posix_acl_default"
+)
+
 // masked is mode as the backing disk would create it for a caller with umask: masked,
 // unless the parent directory h.NodeId has a default ACL.
 func (k *rawFS) masked(cancel <-chan struct{}, h *fuse.InHeader, mode, umask uint32) uint32 {
-	if !k.applyUmask || mode&umask == 0 {
+	if !k.acls || mode&umask == 0 {
 		return mode
 	}
-	if _, st := k.RawFileSystem.GetXAttr(cancel, h, "system.posix_acl_default", nil); st.Ok() {
+	if _, st := k.RawFileSystem.GetXAttr(cancel, h, aclDefault, nil); st.Ok() {
 		return mode
 	}
 	return mode &^ umask

@@ -68,10 +68,16 @@ func tempDir(t *testing.T) string {
 // newEnv initialises a backing dir and mounts it with mount options opts.
 func newEnv(t *testing.T, opts ...string) *env {
 	t.Helper()
-	d := tempDir(t)
+	return newEnvIn(t, tempDir(t), opts...)
+}
+
+// newEnvIn is newEnv with backing and mount point in d, where the backing folder may
+// exist already (another file system mounted there).
+func newEnvIn(t *testing.T, d string, opts ...string) *env {
+	t.Helper()
 	e := &env{t: t, backing: filepath.Join(d, "backing"), mnt: filepath.Join(d, "mnt"), opts: opts}
 	for _, p := range []string{e.backing, e.mnt} {
-		if err := os.Mkdir(p, 0o755); err != nil {
+		if err := os.MkdirAll(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}

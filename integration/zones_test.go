@@ -400,3 +400,46 @@ func TestSharedMountACL(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedMountNoACLBacking: a shared mount on a backing file system without ACLs
+// (ramfs answers EOPNOTSUPP for them, as NFSv4 and vfat do) still lets other users in
+// by the mode bits, and applies their umask.
+func TestSharedMountNoACLBacking(t *testing.T) {
+	const nobody = 65534
+	d := tempDir(t)
+	backing := filepath.Join(d, "backing")
+	if err := os.Mkdir(backing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("ramfs", backing, "ramfs", 0, "mode=0755"); err != nil {
+		t.Fatalf("mount ramfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(backing, unix.MNT_DETACH) }) // after the ezfs unmount
+	if _, err := unix.Getxattr(backing, "system.posix_acl_access", nil); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Fatalf("ramfs getxattr of an ACL: %v, want EOPNOTSUPP", err)
+	}
+	e := newEnvIn(t, d, "allow_other")
+	if err := os.Chmod(e.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(e.mnt, "f")
+	if err := os.WriteFile(f, []byte("data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := asUser(nobody, "ls "+e.mnt+" && cat "+f); err != nil || out != "f\ndata\n" {
+		t.Errorf("user %d lists the mount and reads a 0644 file: %v: %q", nobody, err, out)
+	}
+	if err := os.Chmod(f, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := asUser(nobody, "cat "+f); err == nil {
+		t.Errorf("user %d read a 0600 file of root's: %q", nobody, out)
+	}
+	if _, err := unix.Getxattr(f, "system.posix_acl_access", nil); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("getxattr of the ACL through the mount: %v, want ENODATA (no ACL)", err)
+	}
+	out, err := exec.Command("/bin/sh", "-c", "cd "+e.mnt+" && umask 027 && touch g && mkdir h && stat -c %a g h").CombinedOutput()
+	if err != nil || string(out) != "640\n750\n" {
+		t.Errorf("modes of a new file and directory under umask 027: %v: %q, want 640 and 750", err, out)
+	}
+}
