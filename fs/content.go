@@ -291,18 +291,21 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 		}
 		return nil
 	}
+	// Holes first: a backing file system that cannot punch them (ramfs) refuses the
+	// call before anything has changed.
+	start := crypto.BlockOffset(holeFirst)
+	if err := syscall.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, crypto.BlockOffset(holeEnd)-start); err != nil {
+		return err
+	}
 	if head := holeFirst * bs; off < head {
 		if err := n.writeLocked(fd, zeros[:head-off], off); err != nil {
 			return err
 		}
 	}
 	if tail := holeEnd * bs; end > tail {
-		if err := n.writeLocked(fd, zeros[:end-tail], tail); err != nil {
-			return err
-		}
+		return n.writeLocked(fd, zeros[:end-tail], tail)
 	}
-	start := crypto.BlockOffset(holeFirst)
-	return syscall.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, crypto.BlockOffset(holeEnd)-start)
+	return nil
 }
 
 // truncateLocked sets the plaintext size.
