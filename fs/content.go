@@ -281,15 +281,21 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 		return nil
 	}
 	var zeros [bs]byte
+	// zero seals [from, to), within one block, again with zeros.
+	zero := func(from, to int64) error {
+		if from >= to {
+			return nil
+		}
+		return n.writeLocked(fd, zeros[:to-from], from)
+	}
 	holeFirst, holeEnd := (off+bs-1)/bs, end/bs // blocks wholly inside the range
 	if holeFirst >= holeEnd {
-		// At most two partial blocks.
-		for at := off; at < end; at = min(end, (at/bs+1)*bs) {
-			if err := n.writeLocked(fd, zeros[:min(end, (at/bs+1)*bs)-at], at); err != nil {
-				return err
-			}
+		// No whole block: the range ends in the block it starts in, or the next.
+		mid := min(end, (off/bs+1)*bs)
+		if err := zero(off, mid); err != nil {
+			return err
 		}
-		return nil
+		return zero(mid, end)
 	}
 	// Holes first: a backing file system that cannot punch them (ramfs) refuses the
 	// call before anything has changed.
@@ -297,15 +303,10 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 	if err := syscall.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, crypto.BlockOffset(holeEnd)-start); err != nil {
 		return err
 	}
-	if head := holeFirst * bs; off < head {
-		if err := n.writeLocked(fd, zeros[:head-off], off); err != nil {
-			return err
-		}
+	if err := zero(off, holeFirst*bs); err != nil {
+		return err
 	}
-	if tail := holeEnd * bs; end > tail {
-		return n.writeLocked(fd, zeros[:end-tail], tail)
-	}
-	return nil
+	return zero(holeEnd*bs, end)
 }
 
 // truncateLocked sets the plaintext size.

@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -47,7 +46,7 @@ func (n *node) openBacking(flags int) (int, syscall.Errno) {
 	if n.lost() {
 		// open(/proc/self/fd/N) opens the file anew, as it does for the caller.
 		err = n.viaOpenFile(func(ofd int) (err error) {
-			fd, err = syscall.Open(fmt.Sprintf("/proc/self/fd/%d", ofd), flags&^syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+			fd, err = syscall.Open(procFD(ofd), flags&^syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 			return err
 		})
 	} else {

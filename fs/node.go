@@ -72,6 +72,10 @@ func (n *node) lost() bool {
 	return parent == nil && !n.IsRoot()
 }
 
+// procFD names the file open as the daemon's fd: opened or checked by this name, it
+// is the file itself, even without any name of its own.
+func procFD(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+
 // viaOpenFile calls fn with the backing descriptor of one of the node's open files;
 // ENOENT if none is open.
 func (n *node) viaOpenFile(fn func(fd int) error) error {
@@ -638,7 +642,7 @@ func (d *hidingDir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
 	if n.lost() {
 		return gofs.ToErrno(n.viaOpenFile(func(fd int) error {
-			return unix.Faccessat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), mask, 0)
+			return unix.Faccessat(unix.AT_FDCWD, procFD(fd), mask, 0)
 		}))
 	}
 	return gofs.ToErrno(unix.Faccessat(unix.AT_FDCWD, n.path(), mask, 0))

@@ -46,18 +46,26 @@ func (k *rawFS) Init(srv *fuse.Server) {
 	k.RawFileSystem.Init(srv)
 }
 
-// dropSuidgid clears S_ISUID, and S_ISGID when group execute is set, on the file of
-// node id through handle fh.
+// dropSuidgid clears S_ISUID, and S_ISGID when group execute is set, on the regular
+// file of node id through handle fh.
 func (k *rawFS) dropSuidgid(cancel <-chan struct{}, h fuse.InHeader, id, fh uint64) fuse.Status {
+	return k.dropBits(cancel, h, id, fh, func(mode uint32) uint32 {
+		if mode&syscall.S_IFMT != syscall.S_IFREG {
+			return 0
+		}
+		return killBits(mode)
+	})
+}
+
+// dropBits clears the mode bits that bits picks from the mode of node id, through
+// handle fh where there is one (0: none), and has the kernel reload the attributes.
+func (k *rawFS) dropBits(cancel <-chan struct{}, h fuse.InHeader, id, fh uint64, bits func(mode uint32) uint32) fuse.Status {
 	h.NodeId = id
 	var a fuse.AttrOut
 	if st := k.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: h, Flags_: fuse.FUSE_GETATTR_FH, Fh_: fh}, &a); !st.Ok() {
 		return st
 	}
-	if a.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return fuse.OK
-	}
-	drop := killBits(a.Mode)
+	drop := bits(a.Mode)
 	if drop == 0 {
 		return fuse.OK
 	}
@@ -141,14 +149,7 @@ func (k *rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr strin
 	if !st.Ok() || in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID == 0 {
 		return st
 	}
-	var a fuse.AttrOut
-	if st := k.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, &a); !st.Ok() || a.Mode&syscall.S_ISGID == 0 {
-		return st
-	}
-	set := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{
-		InHeader: in.InHeader, Valid: fuse.FATTR_MODE, Mode: a.Mode & 0o7777 &^ syscall.S_ISGID,
-	}}
-	return k.RawFileSystem.SetAttr(cancel, set, &a)
+	return k.dropBits(cancel, in.InHeader, in.NodeId, 0, func(mode uint32) uint32 { return mode & syscall.S_ISGID })
 }
 
 // GetXAttr answers "no ACL" where the backing file system has no ACLs (EOPNOTSUPP:
