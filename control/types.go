@@ -61,6 +61,10 @@ type ZoneInfo struct {
 	Path    string    `json:"path"`
 	Key     string    `json:"key"`
 	Created time.Time `json:"created"`
+	// Damaged says why the zone is not served (its files answer EIO): its root's
+	// marker is missing or names another zone, or the root is not where the keystore
+	// has it. Empty for a healthy zone.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // FileInfo describes a path in a mount.
@@ -90,6 +94,8 @@ type Status struct {
 	CachedKeys  int       `json:"cached_zone_keys"`
 	// Providers is the health of every provider the mount uses.
 	Providers []ProviderStatus `json:"providers"`
+	// DamagedZones are the registered zones that are not served (ZoneInfo.Damaged).
+	DamagedZones []ZoneInfo `json:"damaged_zones,omitempty"`
 }
 
 // Reencrypt operations.

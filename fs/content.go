@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -330,5 +331,34 @@ func (n *node) truncateLocked(fd int, size int64) error {
 		}
 	}
 	n.size = size
+	return nil
+}
+
+// fixSize replaces the backing size in out by the plaintext size for encrypted files.
+func (n *node) fixSize(out *fuse.Attr, backing int64) {
+	if !n.encrypted() {
+		return
+	}
+	n.mu.RLock()
+	known, size := n.sizeKnown, n.size
+	n.mu.RUnlock()
+	if !known {
+		var err error
+		if size, err = crypto.PlainSize(backing); err != nil {
+			size = 0
+		}
+	}
+	out.Size = uint64(size)
+	// Blocks stay the backing file's: that is the space the file really uses.
+}
+
+// learnSizeLocked sets n.size from the backing size of the file open as fd, once n.cc
+// is set.
+func (n *node) learnSizeLocked(fd int, backing int64) error {
+	size, err := crypto.PlainSize(backing)
+	if err != nil {
+		return err
+	}
+	n.size, n.sizeKnown = size, true
 	return nil
 }

@@ -109,10 +109,6 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return err
 	}
-	size, err := crypto.PlainSize(st.Size)
-	if err != nil {
-		return err
-	}
 	if n.cc == nil {
 		buf := make([]byte, 512)
 		sz, err := unix.Fgetxattr(fd, zones.XattrEDEK, buf)
@@ -142,8 +138,7 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 		}
 		n.cc = cc
 	}
-	n.size, n.sizeKnown = size, true
-	return nil
+	return n.learnSizeLocked(fd, st.Size)
 }
 
 // keyContext is the context a request's key unwrap runs under: the request's, except

@@ -190,24 +190,6 @@ func (n *node) OnForget() {
 	n.fsys.liveMu.Unlock()
 }
 
-// fixSize replaces the backing size in out by the plaintext size for encrypted files.
-func (n *node) fixSize(out *fuse.Attr, backing int64) {
-	if !n.encrypted() {
-		return
-	}
-	n.mu.RLock()
-	known, size := n.sizeKnown, n.size
-	n.mu.RUnlock()
-	if !known {
-		var err error
-		if size, err = crypto.PlainSize(backing); err != nil {
-			size = 0
-		}
-	}
-	out.Size = uint64(size)
-	// Blocks stay the backing file's: that is the space the file really uses.
-}
-
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if n.hides(name) {
 		return nil, syscall.ENOENT
