@@ -7,23 +7,33 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ezfs/ezfs/control"
+	"golang.org/x/sys/unix"
 )
 
 // The background daemon is the same binary started again with --foreground. The
 // passphrase reaches it on a pipe (fd 3), never on its command line or in its
 // environment; it reports readiness or the reason it failed on another pipe (fd 4).
+// A foreground daemon whose environment held a secret executes itself again (Reexec)
+// with the secret on a pipe whose fd number follows reexecMode in childEnv.
 const (
 	childEnv    = "EZFS_DAEMON_CHILD"
+	spawnMode   = "1"
+	reexecMode  = "fd="
 	secretFd    = 3
 	readyFd     = 4
 	readyOK     = "ready"
 	startupWait = 2 * time.Minute
 )
+
+// secretVars are the environment variables secrets may come in.
+var secretVars = []string{"EZFS_PASSPHRASE", "EZFS_EXTERNAL_KEY_PIN"}
 
 // Start runs `ezfs <args>` in the background with its output appended to logPath, hands
 // it secret on a pipe, and returns once the mount is ready, or with the daemon's own
@@ -48,7 +58,7 @@ func Start(args []string, secret []byte, logPath string) error {
 	}
 	defer readyR.Close()
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(cleanEnv(), childEnv+"=1")
+	cmd.Env = append(cleanEnv(), childEnv+"="+spawnMode)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{secretR, readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -85,32 +95,99 @@ func Start(args []string, secret []byte, logPath string) error {
 	}
 }
 
+// EnvHoldsSecret reports whether this process was started with a secret in its
+// environment. The kernel shows that initial environment in /proc/PID/environ for as
+// long as the process runs; os.Unsetenv does not change it.
+func EnvHoldsSecret() bool {
+	for _, v := range secretVars {
+		if os.Getenv(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Reexec executes this program again in place, with the same arguments, an environment
+// without secrets, and secret on a pipe that Child reads. The PID stays, so whoever
+// started the daemon (a supervisor, a shell's job control) keeps tracking it. It
+// returns only on failure.
+func Reexec(secret []byte) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	err = fill(w, secret)
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("secret handover: %w", err)
+	}
+	// Only the read end crosses exec; the write end is closed so the reader sees EOF.
+	fd := r.Fd()
+	if _, err := unix.FcntlInt(fd, unix.F_SETFD, 0); err != nil {
+		return fmt.Errorf("secret handover: %w", err)
+	}
+	env := append(cleanEnv(), fmt.Sprintf("%s=%s%d", childEnv, reexecMode, fd))
+	// /proc/self/exe still names this program if its file was replaced since.
+	return fmt.Errorf("re-execute without secrets: %w", syscall.Exec("/proc/self/exe", os.Args, env))
+}
+
+// fill writes secret into a pipe nobody reads yet, so the pipe must hold all of it.
+func fill(w *os.File, secret []byte) error {
+	size, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err == nil && size < len(secret) {
+		_, err = unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, len(secret))
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(secret)
+	return err
+}
+
 // cleanEnv drops the passphrase and PIN from the daemon's environment: it has them on a
 // pipe. VAULT_* stay: the Vault client reads them.
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "EZFS_PASSPHRASE=") && !strings.HasPrefix(kv, "EZFS_EXTERNAL_KEY_PIN=") &&
-			!strings.HasPrefix(kv, childEnv+"=") {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != childEnv && !slices.Contains(secretVars, name) {
 			out = append(out, kv)
 		}
 	}
 	return out
 }
 
-// Child reports whether this process is a daemon started by Start. If so it returns
-// the secret and a function that reports readiness (nil) or failure to the parent.
+// Child reports whether this process is a daemon started by Start or Reexec. If so it
+// returns the secret, and for Start a function that reports readiness (nil) or failure
+// to the parent; report is nil after Reexec, where nobody waits.
 func Child() (secret []byte, report func(error), ok bool) {
-	if os.Getenv(childEnv) != "1" {
-		return nil, nil, false
-	}
+	mode := os.Getenv(childEnv)
 	os.Unsetenv(childEnv)
-	sf := os.NewFile(secretFd, "secret")
-	secret, _ = io.ReadAll(sf)
-	sf.Close()
-	rf := os.NewFile(readyFd, "ready")
+	switch {
+	case mode == spawnMode:
+		return readSecret(secretFd), reporter(os.NewFile(readyFd, "ready")), true
+	case strings.HasPrefix(mode, reexecMode):
+		fd, err := strconv.Atoi(strings.TrimPrefix(mode, reexecMode))
+		if err != nil {
+			return nil, nil, true // no secret: unmarshalling it fails with a message
+		}
+		return readSecret(uintptr(fd)), nil, true
+	}
+	return nil, nil, false
+}
+
+func readSecret(fd uintptr) []byte {
+	f := os.NewFile(fd, "secret")
+	secret, _ := io.ReadAll(f)
+	f.Close()
+	return secret
+}
+
+// reporter returns the function that tells the parent on rf whether the mount is ready.
+func reporter(rf *os.File) func(error) {
 	reported := false
-	report = func(err error) {
+	return func(err error) {
 		if reported {
 			return
 		}
@@ -122,7 +199,6 @@ func Child() (secret []byte, report func(error), ok bool) {
 		fmt.Fprintln(rf, msg)
 		rf.Close()
 	}
-	return secret, report, true
 }
 
 // ClearStale detaches mnt if it is an ezfs mount whose daemon is gone (the kernel

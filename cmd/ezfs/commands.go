@@ -24,7 +24,8 @@ import (
 	"golang.org/x/term"
 )
 
-// Set when this process is a background daemon started by `ezfs mount`.
+// Set when this process is a daemon started by `ezfs mount`, or one that executed
+// itself again to drop secrets from its environment (childReport nil then).
 var (
 	isChild      bool
 	childSecrets providers.Secrets
@@ -219,26 +220,10 @@ func cmdMount(c *cli.Context) error {
 		}
 	}
 	if !c.Bool("foreground") {
-		args := []string{"mount", "--foreground", "--keystore", ks}
-		if len(mo.Options) > 0 {
-			args = append(args, "-o", strings.Join(mo.Options, ","))
-		}
-		if mo.Debug {
-			args = append(args, "--debug")
-		}
-		args = append(args, "--", backing, mnt)
-		blob, err := json.Marshal(sec)
-		sec.Zero()
-		if err != nil {
-			return err
-		}
-		err = daemon.Start(args, blob, filepath.Join(ks, "ezfs.log"))
-		crypto.Zero(blob)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("mounted %s on %s\n", backing, mnt)
-		return nil
+		return startBackground(backing, mnt, ks, mo, sec)
+	}
+	if !isChild && daemon.EnvHoldsSecret() {
+		return handOver(sec, daemon.Reexec)
 	}
 	return daemon.Run(daemon.Config{
 		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo,
@@ -251,6 +236,39 @@ func cmdMount(c *cli.Context) error {
 			}
 		},
 	})
+}
+
+// startBackground starts the daemon that serves the mount and waits until it is ready.
+func startBackground(backing, mnt, ks string, mo fs.MountOptions, sec providers.Secrets) error {
+	args := []string{"mount", "--foreground", "--keystore", ks}
+	if len(mo.Options) > 0 {
+		args = append(args, "-o", strings.Join(mo.Options, ","))
+	}
+	if mo.Debug {
+		args = append(args, "--debug")
+	}
+	args = append(args, "--", backing, mnt)
+	err := handOver(sec, func(blob []byte) error {
+		return daemon.Start(args, blob, filepath.Join(ks, "ezfs.log"))
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("mounted %s on %s\n", backing, mnt)
+	return nil
+}
+
+// handOver gives sec, encoded as Child's reader expects, to to (daemon.Start or
+// daemon.Reexec) and wipes this process's copies.
+func handOver(sec providers.Secrets, to func(blob []byte) error) error {
+	blob, err := json.Marshal(sec)
+	sec.Zero()
+	if err != nil {
+		return err
+	}
+	err = to(blob)
+	crypto.Zero(blob)
+	return err
 }
 
 func cmdUmount(c *cli.Context) error {

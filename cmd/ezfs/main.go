@@ -20,19 +20,23 @@ func main() {
 	if blob, report, ok := daemon.Child(); ok {
 		isChild, childReport = true, report
 		if err := json.Unmarshal(blob, &childSecrets); err != nil {
-			report(fmt.Errorf("daemon secrets: %w", err))
-			os.Exit(1)
+			fail(fmt.Errorf("daemon secrets: %w", err))
 		}
 		crypto.Zero(blob)
 	}
 	args = append(args[:1], reorder(app.Commands, args[1:])...)
 	if err := app.Run(args); err != nil {
-		if childReport != nil {
-			childReport(err)
-		}
-		fmt.Fprintln(os.Stderr, "ezfs: "+oneLine(err))
-		os.Exit(1)
+		fail(err)
 	}
+}
+
+// fail tells the waiting parent, if any, and stderr why this run failed, and exits.
+func fail(err error) {
+	if childReport != nil {
+		childReport(err)
+	}
+	fmt.Fprintln(os.Stderr, "ezfs: "+oneLine(err))
+	os.Exit(1)
 }
 
 func oneLine(err error) string {
