@@ -14,10 +14,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,17 +96,17 @@ func Run(cfg Config) error {
 	defer d.audit.Close()
 	d.ring = keystore.NewKeyring(d.store, provs, d.audit, 0)
 	defer d.ring.Close()
-	if err := d.loadZones(); err != nil {
-		return err
-	}
 	keys := &zones.Keys{Ring: d.ring}
 	d.fsys, err = fs.New(fs.Options{
-		Backing: cfg.Backing, Hidden: cfg.Keystore, Keys: keys, Hooks: d, Logger: d.log,
+		Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log,
 	})
 	if err != nil {
 		return err
 	}
-	d.reenc = zones.NewReencryptor(cfg.Backing, keys, d.fsys, d.audit, d.log)
+	if err := d.loadZones(); err != nil {
+		return err
+	}
+	d.reenc = zones.NewReencryptor(d.fsys.Root(), keys, d.fsys, d.audit, d.log)
 	defer d.reenc.Close()
 	ln, err := listen(cfg.Mountpoint)
 	if err != nil {
@@ -180,7 +178,11 @@ func listen(mountpoint string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// loadZones fills the registry from the keystore and checks each zone root's marker.
+// loadZones fills the registry from the keystore, finding each zone root where the
+// keystore has it. A root found there with its marker gives the zone its inode (a
+// record from before inodes were kept, or a backing dir restored from a copy, whose
+// inodes are new); one not found, or found without its marker, is registered as the
+// keystore has it and served as damaged (zone.go in fs).
 func (d *daemon) loadZones() error {
 	zs, err := d.store.Zones()
 	if err != nil {
@@ -191,31 +193,58 @@ func (d *daemon) loadZones() error {
 		if err != nil {
 			return err
 		}
-		zone := &zones.Zone{ID: id, Key: z.Key}
-		d.registry.Add(zone, z.Path)
-		got, err := fs.ZoneOf(filepath.Join(d.cfg.Backing, z.Path))
-		if err != nil || got == nil || got.ID != id {
-			d.log.Printf("WARNING: zone %s (key %s) has no valid marker at /%s: %v", z.ID, z.Key, z.Path, err)
+		e := zones.Entry{Zone: &zones.Zone{ID: id, Key: z.Key}, Path: z.Path, Dev: z.Dev, Ino: z.Ino}
+		dev, ino, marked, err := d.fsys.Locate(z.Path, e.Zone)
+		switch {
+		case err == nil && marked && (dev != z.Dev || ino != z.Ino):
+			if z.Ino != 0 {
+				d.log.Printf("zone %s (key %s): its root /%s has a new inode (%d, was %d): restored from a copy?", z.ID, z.Key, z.Path, ino, z.Ino)
+			}
+			e.Dev, e.Ino = dev, ino
+			z.Dev, z.Ino = dev, ino
+			if err := d.store.PutZone(z); err != nil {
+				return err
+			}
+		case err != nil || !marked:
+			d.log.Printf("WARNING: zone %s (key %s) is damaged: %s", z.ID, z.Key, d.fsys.ZoneHealth(e))
 		}
+		d.registry.Add(e)
 	}
 	return nil
 }
 
-// ZoneMoved implements fs.Hooks.
-func (d *daemon) ZoneMoved(z *zones.Zone, from, to string) {
-	d.registry.Move(from, to)
-	err := d.store.PutZone(&keystore.Zone{ID: z.IDString(), Path: to, Key: z.Key, Created: d.zoneCreated(z)})
-	d.audit.Action("zone.move", map[string]any{"zone": z.IDString(), "from": "/" + from, "to": "/" + to}, err)
+// Renamed implements fs.Hooks: the zones in a renamed directory follow it.
+func (d *daemon) Renamed(from, to string) {
+	for _, e := range d.registry.Renamed(from, to) {
+		d.savePath(e, "zone.move")
+	}
+}
+
+// ZoneFound implements fs.Hooks: a zone root was found at a path the keystore did not
+// have (moved on the backing disk, or first seen with its inode).
+func (d *daemon) ZoneFound(z *zones.Zone, rel string) {
+	if e := d.registry.ByID(z.ID); e != nil {
+		e.Path = rel
+		d.registry.Add(*e)
+		d.savePath(*e, "zone.found")
+	}
+}
+
+// savePath records the place of zone e in the keystore.
+func (d *daemon) savePath(e zones.Entry, action string) {
+	rec := &keystore.Zone{ID: e.Zone.IDString(), Path: e.Path, Key: e.Zone.Key, Created: d.zoneCreated(e.Zone), Dev: e.Dev, Ino: e.Ino}
+	err := d.store.PutZone(rec)
+	d.audit.Action(action, map[string]any{"zone": rec.ID, "path": "/" + e.Path}, err)
 	if err != nil {
-		d.log.Printf("record move of zone %s: %v", z.IDString(), err)
+		d.log.Printf("record the path of zone %s: %v", rec.ID, err)
 	}
 }
 
 // ZoneRemoved implements fs.Hooks.
-func (d *daemon) ZoneRemoved(z *zones.Zone, path string) {
-	d.registry.Remove(path)
+func (d *daemon) ZoneRemoved(z *zones.Zone) {
+	d.registry.Remove(z.ID)
 	err := d.store.DeleteZone(z.IDString())
-	d.audit.Action("zone.remove", map[string]any{"zone": z.IDString(), "path": "/" + path}, err)
+	d.audit.Action("zone.remove", map[string]any{"zone": z.IDString()}, err)
 }
 
 func (d *daemon) zoneCreated(z *zones.Zone) time.Time {
@@ -377,69 +406,44 @@ func (d *daemon) createZone(path, key string) (*control.ZoneInfo, error) {
 	if _, err := rand.Read(z.ID[:]); err != nil {
 		return nil, err
 	}
-	if err := d.fsys.MakeZone(rel, z); err != nil {
+	dev, ino, err := d.fsys.MakeZone(rel, z)
+	if err != nil {
 		return nil, err
 	}
-	rec := &keystore.Zone{ID: z.IDString(), Path: rel, Key: key, Created: time.Now().UTC()}
+	rec := &keystore.Zone{ID: z.IDString(), Path: rel, Key: key, Created: time.Now().UTC(), Dev: dev, Ino: ino}
 	if err := d.store.PutZone(rec); err != nil {
-		_ = unix.Lremovexattr(filepath.Join(d.cfg.Backing, rel), zones.XattrZone)
+		if uerr := d.fsys.UnmakeZone(rel); uerr != nil {
+			d.log.Printf("take the marker off /%s: %v", rel, uerr)
+		}
 		return nil, err
 	}
-	d.registry.Add(z, rel)
+	d.registry.Add(zones.Entry{Zone: z, Path: rel, Dev: dev, Ino: ino})
 	return &control.ZoneInfo{ID: rec.ID, Path: "/" + rel, Key: key, Created: rec.Created}, nil
 }
 
+// zoneList lists the registered zones, each with its health.
 func (d *daemon) zoneList() ([]control.ZoneInfo, error) {
-	zs, err := d.store.Zones()
-	if err != nil {
-		return nil, err
-	}
 	out := []control.ZoneInfo{}
-	for _, z := range zs {
-		out = append(out, control.ZoneInfo{ID: z.ID, Path: "/" + z.Path, Key: z.Key, Created: z.Created})
+	for _, e := range d.registry.List() {
+		out = append(out, control.ZoneInfo{ID: e.Zone.IDString(), Path: "/" + e.Path, Key: e.Zone.Key,
+			Created: d.zoneCreated(e.Zone), Damaged: d.fsys.ZoneHealth(e)})
 	}
 	return out, nil
-}
-
-func (d *daemon) fileInfo(path string) (*control.FileInfo, error) {
-	rel := zones.Clean(path)
-	fi := &control.FileInfo{Path: "/" + rel}
-	p := filepath.Join(d.cfg.Backing, rel)
-	if r, err := filepath.Rel(d.cfg.Keystore, p); err == nil && (r == "." || !strings.HasPrefix(r, "..")) {
-		return nil, fmt.Errorf("/%s: no such file or directory", rel)
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return nil, fmt.Errorf("/%s: %w", rel, err)
-	}
-	e := d.registry.Containing(rel)
-	if e == nil {
-		fi.Note = "outside any zone: stored in the clear"
-		return fi, nil
-	}
-	fi.Zone, fi.ZoneID, fi.Key = "/"+e.Path, e.Zone.IDString(), e.Zone.Key
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		fi.Note = "not a regular file: names and directories are not encrypted"
-		return fi, nil
-	}
-	buf := make([]byte, 512)
-	sz, err := unix.Lgetxattr(p, zones.XattrEDEK, buf)
-	if err != nil {
-		return nil, fmt.Errorf("/%s: read EDEK: %w", rel, err)
-	}
-	edek, err := crypto.ParseEDEK(buf[:sz])
-	if err != nil {
-		return nil, fmt.Errorf("/%s: %w", rel, err)
-	}
-	fi.Encrypted, fi.Key, fi.KeyVersion = true, edek.KeyName, edek.KeyVersion
-	fi.FileID = fmt.Sprintf("%x", edek.FileID[:])
-	return fi, nil
 }
 
 func (d *daemon) status(ctx context.Context) (*control.Status, error) {
 	st := &control.Status{
 		PID: os.Getpid(), Mountpoint: d.cfg.Mountpoint, Backing: d.cfg.Backing, Keystore: d.cfg.Keystore,
 		Started: d.started, Zones: len(d.registry.List()), CachedKeys: d.ring.Cached(),
+	}
+	zs, err := d.zoneList()
+	if err != nil {
+		return nil, err
+	}
+	for _, z := range zs {
+		if z.Damaged != "" {
+			st.DamagedZones = append(st.DamagedZones, z)
+		}
 	}
 	mk, err := d.store.CurrentMainKey()
 	if err != nil {
@@ -468,4 +472,30 @@ func (d *daemon) status(ctx context.Context) (*control.Status, error) {
 		st.ProviderErr = "provider not configured"
 	}
 	return st, nil
+}
+
+func (d *daemon) fileInfo(path string) (*control.FileInfo, error) {
+	rel := zones.Clean(path)
+	fi := &control.FileInfo{Path: "/" + rel}
+	desc, err := d.fsys.Describe(rel)
+	if err != nil {
+		return nil, fmt.Errorf("/%s: %w", rel, err)
+	}
+	e := desc.Zone
+	if e == nil {
+		fi.Note = "outside any zone: stored in the clear"
+		return fi, nil
+	}
+	fi.Zone, fi.ZoneID, fi.Key = "/"+e.Path, e.Zone.IDString(), e.Zone.Key
+	if desc.Stat.Mode&unix.S_IFMT != unix.S_IFREG {
+		fi.Note = "not a regular file: names and directories are not encrypted"
+		return fi, nil
+	}
+	edek, err := crypto.ParseEDEK(desc.EDEK)
+	if err != nil {
+		return nil, fmt.Errorf("/%s: %w", rel, err)
+	}
+	fi.Encrypted, fi.Key, fi.KeyVersion = true, edek.KeyName, edek.KeyVersion
+	fi.FileID = fmt.Sprintf("%x", edek.FileID[:])
+	return fi, nil
 }

@@ -110,8 +110,9 @@ func TestKeyWaitSurvivesSignals(t *testing.T) {
 	zk, _ := crypto.NewZoneKey()
 	keys := &slowKeys{key: zk, started: make(chan struct{}, 16)}
 	var logs bytes.Buffer
+	reg := zones.NewRegistry()
 	mount := func() string {
-		f, err := New(Options{Backing: backing, Keys: keys, Logger: log.New(&logs, "", 0)})
+		f, err := New(Options{Backing: backing, Keys: keys, Zones: reg, Logger: log.New(&logs, "", 0)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,9 +124,15 @@ func TestKeyWaitSurvivesSignals(t *testing.T) {
 		t.Cleanup(func() { srv.Unmount() })
 		return filepath.Join(mnt, "z", "f")
 	}
-	if err := unix.Setxattr(filepath.Join(backing, "z"), zones.XattrZone, (&zones.Zone{Key: "k"}).Marker(), 0); err != nil {
+	z := &zones.Zone{Key: "k"}
+	if err := unix.Setxattr(filepath.Join(backing, "z"), zones.XattrZone, z.Marker(), 0); err != nil {
 		t.Fatal(err)
 	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(backing, "z"), &st); err != nil {
+		t.Fatal(err)
+	}
+	reg.Add(zones.Entry{Zone: z, Path: "z", Dev: st.Dev, Ino: st.Ino})
 
 	want := []byte("written while signals arrive")
 	p := mount()

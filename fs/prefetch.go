@@ -3,6 +3,7 @@ package fs
 import (
 	"sync"
 
+	"github.com/ezfs/ezfs/backing"
 	"github.com/ezfs/ezfs/zones"
 	"golang.org/x/sys/unix"
 )
@@ -22,18 +23,20 @@ const (
 // first (READDIRPLUS), so the reads of the batch overlap. What is read is dropped;
 // the page cache keeps it. When the queue is full, paths are left out.
 type xattrPrefetch struct {
+	root    *backing.Root // set before the mount serves
 	mu      sync.Mutex
 	queue   []string // guarded by mu; at most prefetchQueue
 	workers int      // goroutines draining queue; guarded by mu; at most prefetchWorkers
 }
 
-func (p *xattrPrefetch) add(path string) {
+// add queues the file at rel, relative to the backing root.
+func (p *xattrPrefetch) add(rel string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.queue) >= prefetchQueue {
 		return
 	}
-	p.queue = append(p.queue, path)
+	p.queue = append(p.queue, rel)
 	if p.workers < prefetchWorkers {
 		p.workers++
 		go p.work()
@@ -42,7 +45,6 @@ func (p *xattrPrefetch) add(path string) {
 
 // work drains the queue and ends when it is empty, so an idle mount holds no goroutine.
 func (p *xattrPrefetch) work() {
-	var buf [512]byte
 	for {
 		p.mu.Lock()
 		if len(p.queue) == 0 {
@@ -51,10 +53,13 @@ func (p *xattrPrefetch) work() {
 			p.mu.Unlock()
 			return
 		}
-		path := p.queue[0]
+		rel := p.queue[0]
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
 		// Errors do not matter: the file may be gone or renamed, the read only warms.
-		unix.Lgetxattr(path, zones.XattrEDEK, buf[:])
+		if fd, err := p.root.Open(rel, unix.O_PATH, 0); err == nil {
+			zones.PeekEDEK(fd)
+			unix.Close(fd)
+		}
 	}
 }

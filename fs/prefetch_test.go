@@ -1,19 +1,24 @@
 package fs
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ezfs/ezfs/backing"
 )
 
 // TestXattrPrefetchBounds: the queue never grows past its bound, and workers end once
 // it is drained, whether the paths exist or not.
 func TestXattrPrefetchBounds(t *testing.T) {
-	dir := t.TempDir()
-	var p xattrPrefetch
+	root, err := backing.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	p := xattrPrefetch{root: root}
 	p.workers = prefetchWorkers // as if every worker were busy: nothing drains
 	for i := 0; i < prefetchQueue+100; i++ {
-		p.add(filepath.Join(dir, "missing"))
+		p.add("missing")
 	}
 	if got := len(p.queue); got != prefetchQueue {
 		t.Fatalf("queue holds %d paths, want the bound %d", got, prefetchQueue)
@@ -27,7 +32,7 @@ func TestXattrPrefetchBounds(t *testing.T) {
 
 	// Started by add, workers end by themselves.
 	for i := 0; i < 100; i++ {
-		p.add(dir)
+		p.add("")
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

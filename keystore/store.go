@@ -101,6 +101,11 @@ type Zone struct {
 	Path    string    `json:"path"`
 	Key     string    `json:"key"`
 	Created time.Time `json:"created"`
+	// Dev and Ino are the zone root's device and inode: with the ID, what identifies
+	// the zone on the backing disk (the path is kept for display). Zero in records
+	// written before they were kept; the daemon fills them in at mount.
+	Dev uint64 `json:"dev,omitempty"`
+	Ino uint64 `json:"ino,omitempty"`
 }
 
 // Store is an open keystore. Its methods are safe for concurrent use; bbolt serialises

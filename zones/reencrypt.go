@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ezfs/ezfs/backing"
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
 	"golang.org/x/sys/unix"
@@ -46,7 +46,7 @@ const (
 // with the newest zone key version, checkpointing in the keystore so that a job
 // survives a crash.
 type Reencryptor struct {
-	backing string
+	backing *backing.Root
 	keys    *Keys
 	store   *keystore.Store
 	audit   *keystore.Audit
@@ -60,9 +60,9 @@ type Reencryptor struct {
 	wg   sync.WaitGroup
 }
 
-// NewReencryptor returns the job runner for the zones under backing.
-func NewReencryptor(backing string, keys *Keys, fsys FileSystem, audit *keystore.Audit, lg *log.Logger) *Reencryptor {
-	return &Reencryptor{backing: backing, keys: keys, store: keys.Ring.Store(), audit: audit, fsys: fsys, log: lg,
+// NewReencryptor returns the job runner for the zones under root.
+func NewReencryptor(root *backing.Root, keys *Keys, fsys FileSystem, audit *keystore.Audit, lg *log.Logger) *Reencryptor {
+	return &Reencryptor{backing: root, keys: keys, store: keys.Ring.Store(), audit: audit, fsys: fsys, log: lg,
 		Workers: 2, runs: map[string]*run{}}
 }
 
@@ -133,7 +133,7 @@ func (r *Reencryptor) Resume(reg *Registry) error {
 
 func (r *Reencryptor) launchLocked(j *keystore.Job, z *Zone) {
 	ctx, cancel := context.WithCancel(context.Background())
-	ru := &run{r: r, zone: z, root: filepath.Join(r.backing, j.ZonePath), target: j.Target, ctx: ctx, cancel: cancel,
+	ru := &run{r: r, zone: z, root: j.ZonePath, target: j.Target, ctx: ctx, cancel: cancel,
 		resumed: j.Checkpoint != "",
 		done:    make(chan struct{}), job: *j, failed: map[string]string{}, seen: map[[2]uint64]bool{}}
 	for _, f := range j.FailedFiles {
@@ -218,7 +218,7 @@ func (r *Reencryptor) Close() {
 type run struct {
 	r            *Reencryptor
 	zone         *Zone
-	root         string
+	root         string // the zone root, relative to the backing root
 	target       uint32 // the job's target version, fixed at submission
 	resumed      bool   // the current pass started before this daemon did
 	ctx          context.Context
@@ -318,7 +318,7 @@ func (ru *run) loop() {
 	needTotal := ru.job.Pass == 0 && ru.job.Total == 0
 	ru.mu.Unlock()
 	if needTotal {
-		n, err := countFiles(ru.ctx, ru.root)
+		n, err := countFiles(ru.ctx, ru.r.backing, ru.root)
 		if err != nil && ru.ctx.Err() == nil {
 			ru.finish(keystore.JobFailed, "walk the zone: "+err.Error())
 			return
@@ -373,9 +373,10 @@ func (ru *run) loop() {
 // walkKey orders paths as the walk visits them: depth first, names sorted.
 func walkKey(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
 
-// walk calls emit for every regular file below root in walk order, after checkpoint.
-func walk(ctx context.Context, root, rel, checkpoint string, emit func(rel string) bool) error {
-	entries, err := os.ReadDir(filepath.Join(root, rel))
+// walk calls emit for every regular file below zone root zrel in walk order, after
+// checkpoint; paths are relative to the zone root.
+func walk(ctx context.Context, b *backing.Root, zrel, rel, checkpoint string, emit func(rel string) bool) error {
+	entries, err := b.ReadDir(joinRel(zrel, rel))
 	if err != nil {
 		if rel != "" && errors.Is(err, os.ErrNotExist) {
 			return nil // removed while we walked
@@ -387,16 +388,13 @@ func walk(ctx context.Context, root, rel, checkpoint string, emit func(rel strin
 		if ctx.Err() != nil {
 			return nil
 		}
-		p := e.Name()
-		if rel != "" {
-			p = rel + "/" + e.Name()
-		}
+		p := joinRel(rel, e.Name())
 		if checkpoint != "" && walkKey(p) <= cpKey && !strings.HasPrefix(checkpoint, p+"/") {
 			continue
 		}
 		switch {
 		case e.IsDir():
-			if err := walk(ctx, root, p, checkpoint, emit); err != nil {
+			if err := walk(ctx, b, zrel, p, checkpoint, emit); err != nil {
 				return err
 			}
 		case e.Type().IsRegular():
@@ -411,9 +409,20 @@ func walk(ctx context.Context, root, rel, checkpoint string, emit func(rel strin
 	return nil
 }
 
-func countFiles(ctx context.Context, root string) (int64, error) {
+// joinRel joins two relative paths, either of which may be "".
+func joinRel(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "/" + b
+}
+
+func countFiles(ctx context.Context, b *backing.Root, zrel string) (int64, error) {
 	var n int64
-	err := walk(ctx, root, "", "", func(string) bool { n++; return true })
+	err := walk(ctx, b, zrel, "", "", func(string) bool { n++; return true })
 	return n, err
 }
 
@@ -454,7 +463,7 @@ func (ru *run) pass() error {
 		defer close(items)
 		var seq int64
 		start := time.Now()
-		walkErr = walk(ru.ctx, ru.root, "", checkpoint, func(rel string) bool {
+		walkErr = walk(ru.ctx, ru.r.backing, ru.root, "", checkpoint, func(rel string) bool {
 			if rate > 0 {
 				due := start.Add(time.Duration(float64(seq) / rate * float64(time.Second)))
 				if d := time.Until(due); d > 0 {
@@ -582,7 +591,7 @@ func (ru *run) rewrapFile(it item) (result, bool) {
 		res.outcome, res.reason = failed, why
 		return res, retry
 	}
-	fd, err := unix.Open(filepath.Join(ru.root, it.rel), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+	fd, err := ru.r.backing.Open(joinRel(ru.root, it.rel), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOATIME, 0)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
 		res.outcome = gone // deleted or replaced while we walked
 		return res, false
@@ -600,7 +609,7 @@ func (ru *run) rewrapFile(it item) (result, bool) {
 		return res, false
 	}
 	res.devIno, res.nlink = [2]uint64{uint64(st.Dev), st.Ino}, uint64(st.Nlink)
-	rec, err := getEDEK(fd)
+	rec, err := ReadEDEK(fd)
 	if err != nil {
 		return fail(err.Error(), false)
 	}
@@ -620,28 +629,16 @@ func (ru *run) rewrapFile(it item) (result, bool) {
 	}
 	unlock := ru.r.fsys.LockFile(&st)
 	defer unlock()
-	now, err := getEDEK(fd)
+	now, err := ReadEDEK(fd)
 	if err != nil {
 		return fail(err.Error(), false)
 	}
 	if !bytes.Equal(now, rec) {
 		return fail("EDEK changed during the rewrap", true)
 	}
-	if err := unix.Fsetxattr(fd, XattrEDEK, newRec, unix.XATTR_REPLACE); err != nil {
+	if err := WriteEDEK(fd, newRec, true); err != nil {
 		return fail("store the new EDEK: "+err.Error(), false)
 	}
 	res.outcome, res.version = rewrapped, target
 	return res, false
-}
-
-func getEDEK(fd int) ([]byte, error) {
-	buf := make([]byte, 512)
-	n, err := unix.Fgetxattr(fd, XattrEDEK, buf)
-	if errors.Is(err, unix.ENODATA) {
-		return nil, errors.New("no EDEK (user.ezfs.edek)")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read EDEK: %w", err)
-	}
-	return buf[:n], nil
 }

@@ -68,13 +68,13 @@ func BenchmarkReencrypt(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	fsys, err := fs.New(fs.Options{Backing: backing, Keys: keys})
+	reg := zones.NewRegistry()
+	reg.Add(zones.Entry{Zone: z, Path: "zone"})
+	fsys, err := fs.New(fs.Options{Backing: backing, Keys: keys, Zones: reg})
 	if err != nil {
 		b.Fatal(err)
 	}
-	reg := zones.NewRegistry()
-	reg.Add(z, "zone")
-	r := zones.NewReencryptor(backing, keys, fsys, nil, testLogger(b))
+	r := zones.NewReencryptor(fsys.Root(), keys, fsys, nil, testLogger(b))
 	if s := os.Getenv("EZFS_BENCH_WORKERS"); s != "" {
 		r.Workers, _ = strconv.Atoi(s)
 	}

@@ -39,7 +39,15 @@ var (
 type Zone struct {
 	ID  crypto.ZoneID
 	Key string
+	// Damaged, when set, says why the zone is not served: its files answer EIO and
+	// nothing is created in it (its root lost its marker, or the marker and the
+	// keystore disagree). Set on the copies the file system holds, never in the
+	// registry.
+	Damaged string
 }
+
+// ErrDamaged is the error of every data access in a damaged zone.
+var ErrDamaged = errors.New("encryption zone is damaged")
 
 // IDString is the zone ID as stored in the keystore and shown to users.
 func (z *Zone) IDString() string { return hex.EncodeToString(z.ID[:]) }
@@ -71,20 +79,27 @@ func ParseMarker(b []byte) (*Zone, error) {
 	return &Zone{ID: id, Key: f[2]}, nil
 }
 
-// Entry is a zone and its current path relative to the backing dir ("" is the root).
+// Entry is a registered zone: its identity, its root's device and inode (which are
+// authoritative: a name can be swapped, an inode cannot), and its path relative to the
+// backing dir ("" is the root), kept for display and for admin arguments; the path
+// follows renames made through the mount.
 type Entry struct {
-	Zone *Zone
-	Path string
+	Zone     *Zone
+	Path     string
+	Dev, Ino uint64
 }
 
-// Registry holds the zones of one mount by path. Safe for concurrent use.
+// Registry holds the zones of one mount. Safe for concurrent use.
 type Registry struct {
-	mu     sync.RWMutex
-	byPath map[string]*Entry // guarded by mu
+	mu      sync.RWMutex
+	byID    map[crypto.ZoneID]*Entry // guarded by mu
+	byInode map[[2]uint64]*Entry     // guarded by mu; entries with a known inode
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{byPath: map[string]*Entry{}} }
+func NewRegistry() *Registry {
+	return &Registry{byID: map[crypto.ZoneID]*Entry{}, byInode: map[[2]uint64]*Entry{}}
+}
 
 // Clean normalises a path relative to the backing dir.
 func Clean(rel string) string {
@@ -96,39 +111,82 @@ func within(child, parent string) bool {
 	return parent == "" || child == parent || strings.HasPrefix(child, parent+"/")
 }
 
-// Add registers a zone at rel.
-func (r *Registry) Add(z *Zone, rel string) {
+// Add registers e, replacing an entry of the same zone.
+func (r *Registry) Add(e Entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.byPath[Clean(rel)] = &Entry{Zone: z, Path: Clean(rel)}
-}
-
-// Remove forgets the zone at rel.
-func (r *Registry) Remove(rel string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.byPath, Clean(rel))
-}
-
-// Move records that the zone at from is now at to.
-func (r *Registry) Move(from, to string) *Entry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.byPath[Clean(from)]
-	if e == nil {
-		return nil
+	r.removeLocked(e.Zone.ID)
+	e.Path = Clean(e.Path)
+	r.byID[e.Zone.ID] = &e
+	if e.Ino != 0 {
+		r.byInode[[2]uint64{e.Dev, e.Ino}] = &e
 	}
-	delete(r.byPath, e.Path)
-	e.Path = Clean(to)
-	r.byPath[e.Path] = e
-	return e
+}
+
+// Remove forgets zone id.
+func (r *Registry) Remove(id crypto.ZoneID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(id)
+}
+
+func (r *Registry) removeLocked(id crypto.ZoneID) {
+	if old := r.byID[id]; old != nil {
+		delete(r.byInode, [2]uint64{old.Dev, old.Ino})
+		delete(r.byID, id)
+	}
+}
+
+// ByInode returns the zone whose root is the directory dev/ino, or nil.
+func (r *Registry) ByInode(dev, ino uint64) *Entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.byInode[[2]uint64{dev, ino}]; e != nil {
+		c := *e
+		return &c
+	}
+	return nil
+}
+
+// ByID returns zone id, or nil.
+func (r *Registry) ByID(id crypto.ZoneID) *Entry {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.byID[id]; e != nil {
+		c := *e
+		return &c
+	}
+	return nil
+}
+
+// Renamed records that the directory at from is now at to: every zone at or below it
+// moved with it. It returns the moved entries, with their new paths.
+func (r *Registry) Renamed(from, to string) []Entry {
+	from, to = Clean(from), Clean(to)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var moved []Entry
+	for _, e := range r.byID {
+		if from != "" && within(e.Path, from) {
+			e.Path = Clean(to + strings.TrimPrefix(e.Path, from))
+			moved = append(moved, *e)
+		}
+	}
+	return moved
 }
 
 // At returns the zone rooted exactly at rel, or nil.
 func (r *Registry) At(rel string) *Entry {
+	rel = Clean(rel)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.byPath[Clean(rel)]
+	for _, e := range r.byID {
+		if e.Path == rel {
+			c := *e
+			return &c
+		}
+	}
+	return nil
 }
 
 // Containing returns the zone whose subtree holds rel, or nil.
@@ -136,9 +194,10 @@ func (r *Registry) Containing(rel string) *Entry {
 	rel = Clean(rel)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	for p, e := range r.byPath {
-		if within(rel, p) {
-			return e
+	for _, e := range r.byID {
+		if within(rel, e.Path) {
+			c := *e
+			return &c
 		}
 	}
 	return nil
@@ -148,8 +207,8 @@ func (r *Registry) Containing(rel string) *Entry {
 func (r *Registry) List() []Entry {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := make([]Entry, 0, len(r.byPath))
-	for _, e := range r.byPath {
+	out := make([]Entry, 0, len(r.byID))
+	for _, e := range r.byID {
 		out = append(out, *e)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
@@ -157,14 +216,12 @@ func (r *Registry) List() []Entry {
 }
 
 // CheckNew applies the path rules for a new zone at rel: not a zone already, not inside
-// a zone, not above one. Emptiness and type are checked by the file system, which can
-// do it atomically with marking the directory.
+// a zone, not above one, by the paths the registry knows. The file system checks the
+// real ancestry of the directory, and that it is empty, atomically with marking it.
 func (r *Registry) CheckNew(rel string) error {
 	rel = Clean(rel)
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for p, e := range r.byPath {
-		switch {
+	for _, e := range r.List() {
+		switch p := e.Path; {
 		case p == rel:
 			return fmt.Errorf("/%s %w (key %s)", rel, ErrIsZone, e.Zone.Key)
 		case within(rel, p):

@@ -7,8 +7,8 @@ import (
 
 func TestCheckNew(t *testing.T) {
 	r := NewRegistry()
-	r.Add(&Zone{Key: "k"}, "a/b")
-	r.Add(&Zone{Key: "k"}, "c")
+	r.Add(Entry{Zone: &Zone{ID: [16]byte{1}, Key: "k"}, Path: "a/b", Dev: 1, Ino: 10})
+	r.Add(Entry{Zone: &Zone{ID: [16]byte{2}, Key: "k"}, Path: "c", Dev: 1, Ino: 20})
 	for _, c := range []struct {
 		path string
 		want error
@@ -33,9 +33,22 @@ func TestCheckNew(t *testing.T) {
 	if e := r.Containing("a/bb"); e != nil {
 		t.Errorf("Containing a sibling with a common prefix: %+v", e)
 	}
-	r.Move("c", "moved/c")
-	if r.At("c") != nil || r.At("moved/c") == nil {
-		t.Error("Move did not move")
+	// A rename of an ancestor moves every zone below it, and only those.
+	if moved := r.Renamed("a", "x/a"); len(moved) != 1 || moved[0].Path != "x/a/b" {
+		t.Errorf("Renamed(a, x/a) moved %+v", moved)
+	}
+	if r.At("a/b") != nil || r.At("x/a/b") == nil || r.At("c") == nil {
+		t.Error("Renamed did not move the zone below the directory")
+	}
+	if moved := r.Renamed("x/a/bb", "y"); len(moved) != 0 {
+		t.Errorf("Renamed of a sibling with a common prefix moved %+v", moved)
+	}
+	if e := r.ByInode(1, 20); e == nil || e.Path != "c" {
+		t.Errorf("ByInode(1, 20) = %+v", e)
+	}
+	r.Remove([16]byte{2})
+	if r.ByInode(1, 20) != nil || r.At("c") != nil {
+		t.Error("Remove left the zone")
 	}
 }
 

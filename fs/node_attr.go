@@ -1,0 +1,175 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"unsafe"
+
+	"github.com/ezfs/ezfs/backing"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if fh, ok := f.(*file); ok {
+		return fh.Getattr(ctx, out)
+	}
+	if lf, ok := f.(gofs.FileGetattrer); ok && f != nil {
+		return lf.Getattr(ctx, out)
+	}
+	var st unix.Stat_t
+	fd, errno := n.self(&st)
+	if errno != 0 {
+		return errno
+	}
+	unix.Close(fd)
+	out.FromStat(sysStat(&st))
+	n.fixSize(&out.Attr, st.Size)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if f == nil && n.lost() {
+		// fchmod, fchown and futimens of a file unlinked while open come without a
+		// handle (so do the kernel's own drops of set-ID bits): they are made through a
+		// new open of the file, as if through a handle.
+		var errno syscall.Errno
+		var done func()
+		if f, done, errno = n.reopenHandle(ctx, in); errno != 0 {
+			return errno
+		}
+		defer done()
+	}
+	if h, ok := plain(f); ok {
+		if errno := h.Setattr(ctx, in, out); errno != 0 {
+			return errno
+		}
+		out.SetTimeout(attrTimeout)
+		return 0
+	}
+	// A zone file's handle has its backing descriptor; without a handle the node's
+	// own object is reached through an O_PATH descriptor.
+	fd := -1
+	if fh, ok := f.(*file); ok {
+		fd = fh.fd
+	} else {
+		var st unix.Stat_t
+		var errno syscall.Errno
+		if fd, errno = n.self(&st); errno != 0 {
+			return errno
+		}
+		defer unix.Close(fd)
+	}
+	if errno := n.setattr(ctx, f, fd, in); errno != 0 {
+		return errno
+	}
+	if errno := n.Getattr(ctx, f, out); errno != 0 {
+		return errno
+	}
+	// go-fuse leaves the reply of SETATTR uncached; without a timeout the kernel asks
+	// again (GETATTR) before the next chown or utimens of the same file.
+	out.SetTimeout(attrTimeout)
+	return 0
+}
+
+// setattr applies in to the object open as fd: mode, owner, size, then times, so an
+// explicit mtime is not clobbered by the truncate.
+func (n *node) setattr(ctx context.Context, f gofs.FileHandle, fd int, in *fuse.SetAttrIn) syscall.Errno {
+	if m, ok := in.GetMode(); ok {
+		if err := backing.Chmod(fd, m); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := backing.Chown(fd, su, sg); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if sz, ok := in.GetSize(); ok {
+		if errno := n.truncate(ctx, f, fd, int64(sz)); errno != 0 {
+			return errno
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if aok {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if mok {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		if err := backing.Utimens(fd, ts); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	return 0
+}
+
+// reopenHandle opens a handle on a file that has lost its names, for a SETATTR that
+// came without one; done releases it.
+func (n *node) reopenHandle(ctx context.Context, in *fuse.SetAttrIn) (gofs.FileHandle, func(), syscall.Errno) {
+	flags := syscall.O_RDONLY
+	if _, ok := in.GetSize(); ok {
+		flags = syscall.O_RDWR
+	}
+	fd, errno := n.openBacking(flags)
+	if errno != 0 {
+		return nil, nil, errno
+	}
+	if n.encrypted() {
+		return &file{n: n, fd: fd}, func() { syscall.Close(fd) }, 0
+	}
+	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile) // closes fd from here on
+	return &plainHandle{LoopbackFile: lf, fd: fd, n: n}, func() { lf.Release(ctx) }, 0
+}
+
+// truncate sets the size of the object open as fd (an O_PATH descriptor when there is
+// no handle); for encrypted files under the content lock.
+func (n *node) truncate(ctx context.Context, f gofs.FileHandle, fd int, size int64) syscall.Errno {
+	if !n.encrypted() {
+		return gofs.ToErrno(backing.Truncate(fd, size))
+	}
+	if fh, ok := f.(*file); ok {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.errno(fh.fd, n.truncateLocked(fh.fd, size))
+	}
+	wfd, err := backing.Reopen(fd, syscall.O_RDWR)
+	if err != nil {
+		return gofs.ToErrno(err)
+	}
+	defer syscall.Close(wfd)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.loadLocked(ctx, wfd); err != nil {
+		return n.errno(wfd, err)
+	}
+	return n.errno(wfd, n.truncateLocked(wfd, size))
+}
+
+// Access answers access(2) when the kernel does not check permissions itself (no
+// default_permissions, so the caller is root): as the daemon, which is root too.
+func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return n.withSelf(func(fd int) error { return backing.Access(fd, mask) })
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var s unix.Statfs_t
+	if errno := n.withSelf(func(fd int) error { return backing.Statfs(fd, &s) }); errno != 0 {
+		return errno
+	}
+	out.FromStatfsT((*syscall.Statfs_t)(unsafe.Pointer(&s)))
+	return 0
+}

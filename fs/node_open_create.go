@@ -1,0 +1,273 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/ezfs/ezfs/backing"
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/zones"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// openFlags turns the flags of an open on the mount into flags for the backing file.
+// An encrypted file is always opened for reading too (partial blocks are
+// read-modify-write); O_APPEND is dropped because the kernel passes the offset;
+// O_DIRECT is dropped because block sealing is not aligned to the device.
+func openFlags(flags uint32, encrypted bool) int {
+	f := int(flags) &^ (syscall.O_APPEND | fuse.FMODE_EXEC | syscall.O_CREAT | syscall.O_EXCL)
+	if encrypted {
+		f &^= syscall.O_DIRECT | syscall.O_TRUNC
+		if f&syscall.O_ACCMODE != syscall.O_RDONLY {
+			f = f&^syscall.O_ACCMODE | syscall.O_RDWR
+		}
+	}
+	return f | syscall.O_CLOEXEC | syscall.O_NOFOLLOW
+}
+
+// openBacking opens the node's backing file with flags: beneath the backing root by
+// its path, checked to be the node's inode, or, once it has lost its names, anew
+// through one of its open files.
+func (n *node) openBacking(flags int) (int, syscall.Errno) {
+	var fd int
+	var err error
+	if n.lost() {
+		err = n.viaOpenFile(func(ofd int) (err error) { fd, err = backing.Reopen(ofd, flags); return err })
+	} else {
+		fd, err = n.fsys.root.Open(n.rel(), flags, 0)
+	}
+	if err != nil {
+		return -1, gofs.ToErrno(err)
+	}
+	var st unix.Stat_t
+	if errno := n.check(fd, &st); errno != 0 {
+		// The name now leads to another file: neither the kernel's permission check
+		// nor, in a zone, our cached key is about it.
+		syscall.Close(fd)
+		return -1, errno
+	}
+	return fd, 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if !n.encrypted() {
+		fd, errno := n.openBacking(openFlags(flags, false))
+		if errno != 0 {
+			return nil, 0, errno
+		}
+		fh, fl := n.plainFile(fd, flags)
+		return fh, fl, 0
+	}
+	if errno := n.usable(); errno != 0 {
+		return nil, 0, errno
+	}
+	fd, errno := n.openBacking(openFlags(flags, true))
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.loadLocked(ctx, fd); err != nil {
+		errno := n.errno(fd, err)
+		syscall.Close(fd)
+		return nil, 0, errno
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		if err := n.truncateLocked(fd, 0); err != nil {
+			errno := n.errno(fd, err)
+			syscall.Close(fd)
+			return nil, 0, errno
+		}
+	}
+	return n.zoneFile(fd), zoneOpenFlags, 0
+}
+
+// loadLocked builds the file's cipher from its EDEK and learns its size, once per node.
+func (n *node) loadLocked(ctx context.Context, fd int) error {
+	if n.cc != nil && n.sizeKnown {
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if n.cc == nil {
+		rec, err := zones.ReadEDEK(fd)
+		if err != nil {
+			return err
+		}
+		dek, e, err := n.fsys.keys.OpenFileKey(keyContext(ctx), n.zone.Load(), rec)
+		if err != nil {
+			return err
+		}
+		cc, err := crypto.NewContentCipher(dek, e.FileID)
+		crypto.Zero(dek)
+		if err != nil {
+			return err
+		}
+		if st.Size > 0 {
+			h := make([]byte, crypto.HeaderSize)
+			if _, err := syscall.Pread(fd, h, 0); err != nil {
+				return err
+			}
+			if err := crypto.CheckHeader(h, e.FileID); err != nil {
+				return err
+			}
+		}
+		n.cc = cc
+	}
+	return n.learnSizeLocked(fd, st.Size)
+}
+
+// keyContext is the context a request's key unwrap runs under: the request's, except
+// that an interrupt does not cancel it. The kernel interrupts a request whenever its
+// caller catches a signal, even one it goes on from (Go's runtime preempts its threads
+// with SIGURG), and an unwrap given up there would turn an open into EIO. A caller
+// killed by its signal does not wait for the answer; the unwrap stays bounded by the
+// provider's own timeouts, and the key it brings is cached for the next request.
+func keyContext(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	n.fsys.zoneMu.RLock()
+	defer n.fsys.zoneMu.RUnlock()
+	if errno := n.usable(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	d, errno := n.dir()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer d.release()
+	z := n.zone.Load()
+	if z == nil {
+		return n.createPlain(ctx, d.fd, name, flags, mode, out)
+	}
+	fd, err := n.createFile(ctx, d.fd, name, openFlags(flags, true)|syscall.O_EXCL, mode)
+	if errors.Is(err, syscall.EEXIST) && flags&syscall.O_EXCL == 0 {
+		// Lost a race with another creator: open the file that is there.
+		var st unix.Stat_t
+		if err := backing.Lstat(d.fd, name, &st); err != nil {
+			return nil, nil, 0, gofs.ToErrno(err)
+		}
+		ch := n.newChild(ctx, name, -1, &st, &out.Attr)
+		fh, fl, errno := ch.Operations().(*node).Open(ctx, flags)
+		return ch, fh, fl, errno
+	}
+	if err != nil {
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	cc, errno := n.sealNew(ctx, fd, z)
+	if errno != 0 {
+		n.removeCreated(d.fd, name, fd)
+		syscall.Close(fd)
+		return nil, nil, 0, errno
+	}
+	ch, errno := n.created(ctx, d.fd, name, fd, out)
+	if errno != 0 {
+		syscall.Close(fd)
+		return nil, nil, 0, errno
+	}
+	return ch, ch.Operations().(*node).newZoneFile(fd, cc), zoneOpenFlags, 0
+}
+
+// createFile creates (or, without O_EXCL, opens) entry name as the caller.
+func (n *node) createFile(ctx context.Context, dirfd int, name string, flags int, mode uint32) (fd int, err error) {
+	err = n.fsys.asCaller(ctx, func() (err error) {
+		fd, err = backing.OpenIn(dirfd, name, flags|syscall.O_CREAT, mode)
+		return err
+	})
+	return fd, err
+}
+
+func (n *node) createPlain(ctx context.Context, dirfd int, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	fd, err := n.createFile(ctx, dirfd, name, openFlags(flags, false)|int(flags&syscall.O_EXCL), mode)
+	if err != nil {
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	ch, errno := n.created(ctx, dirfd, name, fd, out)
+	if errno != 0 {
+		syscall.Close(fd)
+		return nil, nil, 0, errno
+	}
+	fh, fl := ch.Operations().(*node).plainFile(fd, flags)
+	return ch, fh, fl, 0
+}
+
+// removeCreated takes back a create that failed after the file was made: the name is
+// removed only if it still is the file open as fd.
+func (n *node) removeCreated(dirfd int, name string, fd int) {
+	var a, b unix.Stat_t
+	if backing.Stat(fd, &a) == nil && backing.Lstat(dirfd, name, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino {
+		_ = backing.Unlink(dirfd, name)
+	}
+}
+
+// newZoneFile hands out the first open of a new zone file, whose cipher is cc.
+func (n *node) newZoneFile(fd int, cc *crypto.ContentCipher) *file {
+	n.mu.Lock()
+	n.cc, n.size, n.sizeKnown = cc, 0, true
+	n.mu.Unlock()
+	return n.zoneFile(fd)
+}
+
+// sealNew gives a new, empty backing file its data key: the EDEK goes into the xattr
+// before the file is handed out, so no byte is ever written without one.
+func (n *node) sealNew(ctx context.Context, fd int, z *zones.Zone) (*crypto.ContentCipher, syscall.Errno) {
+	dek, rec, id, err := n.fsys.keys.NewFileKey(keyContext(ctx), z)
+	if err != nil {
+		return nil, n.errno(fd, err)
+	}
+	defer crypto.Zero(dek)
+	if err := zones.WriteEDEK(fd, rec, false); err != nil {
+		n.fsys.log.Printf("store EDEK in %s: %v", n.path(), err)
+		return nil, gofs.ToErrno(err)
+	}
+	cc, err := crypto.NewContentCipher(dek, id)
+	if err != nil {
+		return nil, n.errno(fd, err)
+	}
+	return cc, 0
+}
+
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.usable(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	d, errno := n.dir()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer d.release()
+	z := n.zone.Load()
+	var fd int
+	err := n.fsys.asCaller(ctx, func() (err error) {
+		fd, err = backing.OpenIn(d.fd, ".", openFlags(flags, z != nil)&^syscall.O_NOFOLLOW|unix.O_TMPFILE, mode)
+		return err
+	})
+	if err != nil {
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	var cc *crypto.ContentCipher
+	if z != nil {
+		if cc, errno = n.sealNew(ctx, fd, z); errno != 0 {
+			syscall.Close(fd)
+			return nil, nil, 0, errno
+		}
+	}
+	n.preserveOwner(ctx, d.fd, "", fd)
+	var st unix.Stat_t
+	if err := backing.Stat(fd, &st); err != nil {
+		syscall.Close(fd)
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	ch := n.newChild(ctx, "", -1, &st, &out.Attr)
+	c := ch.Operations().(*node)
+	if z == nil {
+		fh, fl := c.plainFile(fd, flags)
+		return ch, fh, fl, 0
+	}
+	return ch, c.newZoneFile(fd, cc), zoneOpenFlags, 0
+}

@@ -1,0 +1,357 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"github.com/ezfs/ezfs/backing"
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/zones"
+	"golang.org/x/sys/unix"
+)
+
+// dirZone decides whether the directory open as fd (attributes st, at rel) is a zone
+// root. The registry, by device and inode, is what makes a zone; the marker must agree
+// with it. A registered root whose marker is missing or names another zone, and a
+// marker the registry does not know there, give a damaged zone: never served as plain
+// (its files would be ciphertext, and new files would be stored in the clear).
+func (f *FS) dirZone(fd int, st *unix.Stat_t, rel string) *zones.Zone {
+	m, err := zones.ReadMarker(fd)
+	if err != nil && !errors.Is(err, crypto.ErrFormat) {
+		// No attributes on this file system, or a read error: no marker to go by.
+		if !errors.Is(err, unix.ENOTSUP) {
+			f.log.Printf("/%s: %v", rel, err)
+		}
+		err = nil
+	}
+	e := f.zones.ByInode(st.Dev, st.Ino)
+	if e == nil && m != nil {
+		e = f.adopt(m, st, rel)
+	}
+	switch {
+	case e == nil && m == nil && err == nil:
+		return nil
+	case e == nil:
+		return f.damaged(&zones.Zone{ID: zoneID(m), Key: zoneKey(m)}, rel,
+			"the directory carries a zone marker the keystore does not know here")
+	case m == nil:
+		return f.damaged(e.Zone, rel, fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone))
+	case m.ID != e.Zone.ID:
+		return f.damaged(e.Zone, rel, fmt.Sprintf("its zone marker names zone %s", m.IDString()))
+	}
+	if e.Path != rel && f.hooks != nil {
+		f.hooks.ZoneFound(e.Zone, rel)
+	}
+	return e.Zone
+}
+
+// adopt returns the registered zone m names if the keystore does not know its root's
+// inode yet (a record from before inodes were kept), recording it; else nil.
+func (f *FS) adopt(m *zones.Zone, st *unix.Stat_t, rel string) *zones.Entry {
+	e := f.zones.ByID(m.ID)
+	if e == nil || e.Ino != 0 {
+		return nil
+	}
+	e.Dev, e.Ino, e.Path = st.Dev, st.Ino, rel
+	f.zones.Add(*e)
+	if f.hooks != nil {
+		f.hooks.ZoneFound(e.Zone, rel)
+	}
+	return e
+}
+
+func zoneID(m *zones.Zone) (id [16]byte) {
+	if m != nil {
+		id = m.ID
+	}
+	return id
+}
+
+func zoneKey(m *zones.Zone) string {
+	if m != nil {
+		return m.Key
+	}
+	return ""
+}
+
+// damaged returns a copy of z marked damaged for why, and logs it.
+func (f *FS) damaged(z *zones.Zone, rel, why string) *zones.Zone {
+	d := *z
+	d.Damaged = why
+	f.log.Printf("zone %s at /%s is damaged and not served: %s", z.IDString(), rel, why)
+	return &d
+}
+
+// usable fails with EIO when n is in a damaged zone: nothing in it is read, written or
+// created until its marker is back.
+func (n *node) usable() syscall.Errno {
+	z := n.zone.Load()
+	if z == nil || z.Damaged == "" {
+		return 0
+	}
+	return n.errno(-1, fmt.Errorf("%w: %s", zones.ErrDamaged, z.Damaged))
+}
+
+// MakeZone marks the empty directory rel (relative to the backing dir) as the root of
+// zone z. It refuses non-directories, non-empty directories, the mount root, and a
+// directory inside a zone, found by walking its real ancestry (not its path: a rename
+// of an ancestor cannot hide a zone above it). It returns the root's identity.
+func (f *FS) MakeZone(rel string, z *zones.Zone) (dev, ino uint64, err error) {
+	rel = zones.Clean(rel)
+	if rel == "" {
+		return 0, 0, fmt.Errorf("the mount root cannot be a zone: it holds the keystore")
+	}
+	f.zoneMu.Lock()
+	defer f.zoneMu.Unlock()
+	fd, err := f.root.Open(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, unix.ENOTDIR) {
+		return 0, 0, fmt.Errorf("/%s %w", rel, zones.ErrNotDir)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("/%s: %w", rel, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := backing.Stat(fd, &st); err != nil {
+		return 0, 0, fmt.Errorf("/%s: %w", rel, err)
+	}
+	if err := f.checkAncestry(fd, rel); err != nil {
+		return 0, 0, err
+	}
+	if err := checkEmpty(fd, rel); err != nil {
+		return 0, 0, err
+	}
+	if err := zones.WriteMarker(fd, z); err != nil {
+		return 0, 0, fmt.Errorf("mark /%s as a zone: %w", rel, err)
+	}
+	if n := f.lookupKnown(rel); n != nil {
+		n.zone.Store(z)
+		n.zoneRoot = true
+	}
+	return st.Dev, st.Ino, nil
+}
+
+// UnmakeZone takes the marker off the root of a zone whose registration failed.
+func (f *FS) UnmakeZone(rel string) error {
+	fd, err := f.root.Open(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return zones.RemoveMarker(fd)
+}
+
+// maxDepth bounds the walk up from a directory to the backing root.
+const maxDepth = 1 << 16
+
+// checkAncestry refuses a directory (open as fd) that is a zone root or lies inside a
+// zone: it and each of its ancestors up to the backing root are checked against the
+// registry and for a marker.
+func (f *FS) checkAncestry(fd int, rel string) error {
+	depth := 0
+	err := f.walkUp(fd, func(dfd int, st *unix.Stat_t) (bool, error) {
+		depth++
+		return false, f.notZone(dfd, st, rel, depth == 1)
+	})
+	if err != nil && !errors.Is(err, zones.ErrIsZone) && !errors.Is(err, zones.ErrInsideZone) {
+		return fmt.Errorf("/%s: %w", rel, err)
+	}
+	return err
+}
+
+// walkUp calls visit with the directory open as fd and each of its ancestors below
+// the backing root, nearest first, until visit says stop or fails. ".." is never a
+// symlink, so the walk follows the directories' real places, whatever their paths.
+func (f *FS) walkUp(fd int, visit func(fd int, st *unix.Stat_t) (stop bool, err error)) error {
+	cur, owned := fd, false
+	defer func() {
+		if owned {
+			unix.Close(cur)
+		}
+	}()
+	var st unix.Stat_t
+	if err := backing.Stat(cur, &st); err != nil {
+		return err
+	}
+	for depth := 0; depth < maxDepth; depth++ {
+		if f.root.Is(&st) {
+			return nil
+		}
+		if stop, err := visit(cur, &st); stop || err != nil {
+			return err
+		}
+		up, err := backing.Parent(cur)
+		if err != nil {
+			return err
+		}
+		prev := st
+		if err := backing.Stat(up, &st); err != nil {
+			unix.Close(up)
+			return err
+		}
+		if owned {
+			unix.Close(cur)
+		}
+		cur, owned = up, true
+		if st.Dev == prev.Dev && st.Ino == prev.Ino {
+			return backing.ErrNotBeneath // reached "/"
+		}
+	}
+	return fmt.Errorf("more than %d levels deep", maxDepth)
+}
+
+// notZone refuses a directory that is a zone root: self is the candidate itself, else
+// an ancestor.
+func (f *FS) notZone(fd int, st *unix.Stat_t, rel string, self bool) error {
+	z := (*zones.Zone)(nil)
+	if e := f.zones.ByInode(st.Dev, st.Ino); e != nil {
+		z = e.Zone
+	} else if m, _ := zones.ReadMarker(fd); m != nil {
+		z = m
+	}
+	if z == nil {
+		return nil
+	}
+	if self {
+		return fmt.Errorf("/%s %w (key %s)", rel, zones.ErrIsZone, z.Key)
+	}
+	where := "zone " + z.IDString()
+	if e := f.zones.ByID(z.ID); e != nil {
+		where = "/" + e.Path
+	}
+	return fmt.Errorf("/%s %w (%s)", rel, zones.ErrInsideZone, where)
+}
+
+// checkEmpty refuses a directory (open as fd) that has any entry.
+func checkEmpty(fd int, rel string) error {
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		return err
+	}
+	d := os.NewFile(uintptr(dup), rel)
+	defer d.Close()
+	names, err := d.Readdirnames(1)
+	if len(names) > 0 {
+		return fmt.Errorf("/%s %w", rel, zones.ErrNotEmpty)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("/%s: %w", rel, err)
+	}
+	return nil
+}
+
+// lookupKnown returns the node for rel if the kernel knows it.
+func (f *FS) lookupKnown(rel string) *node {
+	in := f.top.EmbeddedInode()
+	for _, c := range splitPath(rel) {
+		if in = in.GetChild(c); in == nil {
+			return nil
+		}
+	}
+	n, _ := in.Operations().(*node)
+	return n
+}
+
+func splitPath(rel string) []string {
+	var out []string
+	for rel != "" {
+		var name string
+		rel, name = backing.Split(rel)
+		out = append([]string{name}, out...)
+	}
+	return out
+}
+
+// ZoneHealth says why the registered zone e is not served ("" if it is): its root is
+// not at its path, is another directory, or its marker disagrees.
+func (f *FS) ZoneHealth(e zones.Entry) string {
+	fd, err := f.root.Open(e.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Sprintf("its root /%s cannot be opened: %v", e.Path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := backing.Stat(fd, &st); err != nil {
+		return err.Error()
+	}
+	if e.Ino != 0 && (st.Dev != e.Dev || st.Ino != e.Ino) {
+		return fmt.Sprintf("/%s is not the zone's root directory (inode %d, the keystore has %d)", e.Path, st.Ino, e.Ino)
+	}
+	m, err := zones.ReadMarker(fd)
+	switch {
+	case err != nil:
+		return err.Error()
+	case m == nil:
+		return fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone)
+	case m.ID != e.Zone.ID:
+		return fmt.Sprintf("its zone marker names zone %s", m.IDString())
+	}
+	return ""
+}
+
+// Locate opens the root of zone rel as found at mount: it returns its identity and
+// whether its marker names zone z.
+func (f *FS) Locate(rel string, z *zones.Zone) (dev, ino uint64, marked bool, err error) {
+	fd, err := f.root.Open(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := backing.Stat(fd, &st); err != nil {
+		return 0, 0, false, err
+	}
+	m, _ := zones.ReadMarker(fd)
+	return st.Dev, st.Ino, m != nil && m.ID == z.ID, nil
+}
+
+// Described is what Describe finds about a backing object.
+type Described struct {
+	Stat unix.Stat_t
+	// Zone is the registered zone whose tree holds the object, by its real ancestry;
+	// nil outside zones.
+	Zone *zones.Entry
+	// EDEK is the record of a regular file inside a zone.
+	EDEK []byte
+}
+
+// Describe reports on the backing object at rel, which must not be or lie inside the
+// hidden folder (ENOENT, as through the mount).
+func (f *FS) Describe(rel string) (*Described, error) {
+	fd, err := f.root.Open(rel, unix.O_PATH, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	d := &Described{}
+	if err := backing.Stat(fd, &d.Stat); err != nil {
+		return nil, err
+	}
+	dirfd := fd
+	if d.Stat.Mode&unix.S_IFMT != unix.S_IFDIR {
+		dir, _ := backing.Split(rel)
+		if dirfd, err = f.root.OpenDir(dir); err != nil {
+			return nil, err
+		}
+		defer unix.Close(dirfd)
+	}
+	err = f.walkUp(dirfd, func(_ int, st *unix.Stat_t) (bool, error) {
+		if f.isHidden(st) {
+			return true, unix.ENOENT
+		}
+		if d.Zone == nil {
+			d.Zone = f.zones.ByInode(st.Dev, st.Ino)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if d.Zone != nil && d.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
+		d.EDEK, err = zones.ReadEDEK(fd)
+	}
+	return d, err
+}
