@@ -58,7 +58,7 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	f.n.mu.Lock()
 	defer f.n.mu.Unlock()
-	if err := f.n.writeLocked(f.fd, data, off); err != nil {
+	if err := f.n.fsys.asCaller(ctx, func() error { return f.n.writeLocked(f.fd, data, off) }); err != nil {
 		return 0, f.n.errno(f.fd, err)
 	}
 	return uint32(len(data)), 0

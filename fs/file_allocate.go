@@ -9,10 +9,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Allocate serves fallocate(2). Punching a hole and zeroing a range write zeros over
-// the plaintext (whole blocks become backing holes); collapsing and inserting ranges
-// would move blocks, whose numbers are sealed into them, and are refused.
+// Allocate serves fallocate(2), as the caller on shared mounts.
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return gofs.ToErrno(f.n.fsys.asCaller(ctx, func() error { return errnoOr(f.allocate(off, size, mode)) }))
+}
+
+// allocate is Allocate. Punching a hole and zeroing a range write zeros over the
+// plaintext (whole blocks become backing holes); collapsing and inserting ranges would
+// move blocks, whose numbers are sealed into them, and are refused.
+func (f *file) allocate(off uint64, size uint64, mode uint32) syscall.Errno {
 	start, end := int64(off), int64(off+size)
 	keep := mode&unix.FALLOC_FL_KEEP_SIZE != 0
 	switch mode &^ unix.FALLOC_FL_KEEP_SIZE {

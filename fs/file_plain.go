@@ -29,6 +29,28 @@ func (h *plainHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLoc
 	return waitLock(ctx, h.fd, lk, flags)
 }
 
+// PassthroughFd is asked for by go-fuse just before it registers the descriptor for
+// kernel passthrough, whose reads and writes are made with the credentials of that
+// registration: on shared mounts the caller's (asOpener).
+func (h *plainHandle) PassthroughFd() (int, bool) {
+	if !passthroughAsCaller() {
+		h.n.fsys.log.Printf("%s: served by the daemon: cannot act as the caller for passthrough", h.n.path())
+		return -1, false
+	}
+	return h.LoopbackFile.PassthroughFd()
+}
+
+// Write and Allocate, which reach the daemon for files it serves itself (fallocate
+// always), write as the caller on shared mounts.
+func (h *plainHandle) Write(ctx context.Context, data []byte, off int64) (n uint32, errno syscall.Errno) {
+	_ = h.n.fsys.asCaller(ctx, func() error { n, errno = h.LoopbackFile.Write(ctx, data, off); return nil })
+	return n, errno
+}
+
+func (h *plainHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return gofs.ToErrno(h.n.fsys.asCaller(ctx, func() error { return errnoOr(h.LoopbackFile.Allocate(ctx, off, size, mode)) }))
+}
+
 func (h *plainHandle) Release(ctx context.Context) syscall.Errno {
 	h.n.closing(h.fd)
 	dropLocks(h.fd)
@@ -97,6 +119,10 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		return 0, syscall.EOPNOTSUPP
 	}
 	a, b := int64(offIn), int64(offOut)
-	cnt, err := unix.CopyFileRange(in.fd, &a, o.fd, &b, int(length), int(flags))
+	var cnt int
+	err := n.fsys.asCaller(ctx, func() (err error) {
+		cnt, err = unix.CopyFileRange(in.fd, &a, o.fd, &b, int(length), int(flags))
+		return err
+	})
 	return uint32(cnt), gofs.ToErrno(err)
 }

@@ -148,6 +148,8 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 		// an ACL set by a caller outside the file's group must drop set-group-ID.
 		opts.MountOptions.ExtraCapabilities |= fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT
 		raw.acls = true
+		// Objects are made as their caller, so the disk's quota applies (caller.go).
+		raw.callers = true
 	}
 	f.noPassthrough = mo.NoPassthrough
 	f.shared = shared

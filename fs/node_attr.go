@@ -144,7 +144,7 @@ func (n *node) truncate(ctx context.Context, f gofs.FileHandle, fd int, size int
 	if fh, ok := f.(*file); ok {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		return n.errno(fh.fd, n.truncateLocked(fh.fd, size))
+		return n.errno(fh.fd, n.fsys.asCaller(ctx, func() error { return n.truncateLocked(fh.fd, size) }))
 	}
 	wfd, err := backing.Reopen(fd, syscall.O_RDWR)
 	if err != nil {
@@ -156,7 +156,7 @@ func (n *node) truncate(ctx context.Context, f gofs.FileHandle, fd int, size int
 	if err := n.loadLocked(ctx, wfd); err != nil {
 		return n.errno(wfd, err)
 	}
-	return n.errno(wfd, n.truncateLocked(wfd, size))
+	return n.errno(wfd, n.fsys.asCaller(ctx, func() error { return n.truncateLocked(wfd, size) }))
 }
 
 // Access answers access(2) when the kernel does not check permissions itself (no

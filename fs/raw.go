@@ -35,6 +35,9 @@ type rawFS struct {
 	// acls: a shared mount, with FUSE_POSIX_ACL, FUSE_DONT_MASK and FUSE_SETXATTR_EXT
 	// negotiated; set before the server starts.
 	acls bool
+	// callers: a shared mount, where passthrough backings are registered as the
+	// caller (asOpener); set before the server starts.
+	callers bool
 }
 
 func newRawFS(inner fuse.RawFileSystem, l *log.Logger) *rawFS {
@@ -128,7 +131,7 @@ func (k *rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.At
 // Open and Create drop the bits after an O_TRUNC open has truncated the file. Both
 // replies carry no attributes, and the kernel reloads them after a truncating open.
 func (k *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	st := k.RawFileSystem.Open(cancel, in, out)
+	st := k.asOpener(&in.InHeader, func() fuse.Status { return k.RawFileSystem.Open(cancel, in, out) })
 	if !st.Ok() {
 		return st
 	}
@@ -194,12 +197,12 @@ func (k *rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out
 
 func (k *rawFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
 	in.Mode = k.masked(cancel, &in.InHeader, in.Mode, in.Umask)
-	return k.RawFileSystem.Tmpfile(cancel, in, out)
+	return k.asOpener(&in.InHeader, func() fuse.Status { return k.RawFileSystem.Tmpfile(cancel, in, out) })
 }
 
 func (k *rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	in.Mode = k.masked(cancel, &in.InHeader, in.Mode, in.Umask)
-	st := k.RawFileSystem.Create(cancel, in, name, out)
+	st := k.asOpener(&in.InHeader, func() fuse.Status { return k.RawFileSystem.Create(cancel, in, name, out) })
 	if !st.Ok() {
 		return st
 	}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ezfs's build, tests and demo need on a Debian machine, if missing:
-# FUSE, attr tools, SoftHSM2 (the PKCS#11 token of the tests), the Go modules.
+# FUSE, attr tools, SoftHSM2 (the PKCS#11 token of the tests), quota tools (setquota,
+# for the quota test), the Go modules.
 set -euo pipefail
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
@@ -8,6 +9,7 @@ command -v getfattr >/dev/null || need+=(attr)
 command -v xxd >/dev/null || need+=(xxd)
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v bc >/dev/null || need+=(bc)
+command -v setquota >/dev/null || need+=(quota)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
