@@ -20,6 +20,9 @@ func (d *daemon) reencrypt(op string, a control.ReencryptArgs) (any, error) {
 	}
 	switch op {
 	case control.OpReencryptStart:
+		if why := d.fsys.ZoneHealth(*e); why != "" {
+			return nil, fmt.Errorf("zone /%s is damaged: %s", rel, why)
+		}
 		j, err := d.reenc.Start(*e, a.Rate)
 		if err != nil {
 			return nil, err
