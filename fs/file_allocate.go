@@ -58,4 +58,3 @@ func (f *file) reserve(start, end int64) error {
 	to := crypto.BlockOffset((end + crypto.BlockSize - 1) / crypto.BlockSize)
 	return syscall.Fallocate(f.fd, unix.FALLOC_FL_KEEP_SIZE, from, to-from)
 }
-

@@ -109,7 +109,6 @@ func plain(fh gofs.FileHandle) (*plainHandle, bool) {
 	return nil, false
 }
 
-
 func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	// Encrypted files cannot share ciphertext; the kernel falls back to read and
 	// write. Plain files copy in the backing file system.

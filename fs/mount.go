@@ -202,4 +202,3 @@ func (f *FS) raiseReadahead(mountpoint string) {
 		f.log.Printf("readahead of %s stays at the kernel default: %v", mountpoint, err)
 	}
 }
-

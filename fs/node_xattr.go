@@ -65,4 +65,3 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	return uint32(copy(dest, out)), 0
 }
-
