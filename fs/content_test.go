@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	crand "crypto/rand"
+	"log"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -33,7 +34,10 @@ func newTestNode(t testing.TB) (*node, int, *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &node{cc: cc, sizeKnown: true}, fd, ref
+	n := &node{cc: cc, sizeKnown: true}
+	// The node is the root of its own file system, so that n.path() names its file.
+	n.fsys = &FS{backing: filepath.Join(dir, "enc"), log: log.New(new(bytes.Buffer), "", 0), root: n}
+	return n, fd, ref
 }
 
 func checkSame(t *testing.T, step int, n *node, fd int, ref *os.File) {
