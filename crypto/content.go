@@ -101,6 +101,22 @@ func PlainSize(backing int64) (int64, error) {
 	return full*BlockSize + rest - BlockOverhead, nil
 }
 
+// IntactPlainSize is PlainSize for a backing file that may end in a write cut short by
+// a crash: a header cut short, or 1 to BlockOverhead bytes past the whole blocks (too
+// few to be a block), count as absent. Whether the last block authenticates is for
+// the caller to check.
+func IntactPlainSize(backing int64) int64 {
+	if backing < HeaderSize {
+		return 0
+	}
+	body := backing - HeaderSize
+	size := body / CipherBlockLen * BlockSize
+	if rest := body % CipherBlockLen; rest > BlockOverhead {
+		size += rest - BlockOverhead
+	}
+	return size
+}
+
 // BackingSize converts a plaintext size into the backing file size.
 func BackingSize(plain int64) int64 {
 	if plain == 0 {

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -136,24 +137,126 @@ func (n *node) openBlockLocked(fd int, dst []byte, i int64) ([]byte, error) {
 	return n.cc.OpenBlock(dst, b[:l], i)
 }
 
+// undo is what a change needs to put the backing file back as it was when one of its
+// steps fails: the old size, and the old sealed last block if a step overwrote it
+// (writes past the end of a file reach no other existing byte).
+type undo struct {
+	size  int64
+	saved bool
+	last  [crypto.CipherBlockLen]byte
+}
+
+// beginLocked starts a change of contents or size. A torn tail left by a crash is cut
+// first, so that a shorter last block written now cannot leave its bytes behind.
+func (n *node) beginLocked(fd int, u *undo) error {
+	if n.torn {
+		if err := syscall.Ftruncate(fd, crypto.BackingSize(n.size)); err != nil {
+			return err
+		}
+		n.torn = false
+	}
+	u.size, u.saved = n.size, false
+	return nil
+}
+
+// abortLocked puts the file back as it was before a change whose step failed with err,
+// and returns err.
+func (n *node) abortLocked(fd int, u *undo, err error) error {
+	var rerr error
+	if u.saved {
+		i := (u.size - 1) / bs
+		rerr = pwriteFull(fd, u.last[:sealedLen(i, u.size)], crypto.BlockOffset(i))
+	}
+	if terr := syscall.Ftruncate(fd, crypto.BackingSize(u.size)); rerr == nil {
+		rerr = terr
+	}
+	n.size = u.size
+	if rerr != nil {
+		n.fsys.log.Printf("%s: putting the file back after %v: %v", n.path(), err, rerr)
+	}
+	return err
+}
+
+// oldLastLocked returns the sealed last block the file had when the change began, read
+// once per change, if block i is that block; else nil.
+func (n *node) oldLastLocked(fd int, u *undo, i int64) ([]byte, error) {
+	if u.size == 0 || i != (u.size-1)/bs {
+		return nil, nil
+	}
+	l := sealedLen(i, u.size)
+	if !u.saved {
+		if err := preadFull(fd, u.last[:l], crypto.BlockOffset(i)); err != nil {
+			return nil, err
+		}
+		u.saved = true
+	}
+	return u.last[:l], nil
+}
+
+// openOldLocked is openBlockLocked that keeps the old last block for abortLocked.
+func (n *node) openOldLocked(fd int, u *undo, dst []byte, i int64) ([]byte, error) {
+	old, err := n.oldLastLocked(fd, u, i)
+	if err != nil || old == nil {
+		if err != nil {
+			return nil, err
+		}
+		return n.openBlockLocked(fd, dst, i)
+	}
+	return n.cc.OpenBlock(dst, old, i)
+}
+
+// reserve allocates the backing range [off, off+length) without changing the size, so
+// that the writes into it cannot fail half-way for lack of space (ENOSPC, EDQUOT). A
+// backing file system that cannot preallocate writes as before.
+func reserve(fd int, off, length int64) error {
+	err := syscall.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, length)
+	if err == syscall.EOPNOTSUPP || err == syscall.ENOSYS {
+		return nil
+	}
+	return err
+}
+
+// pwriteTailFirst writes b at off, its bytes from split on first. When split is the
+// end of the old last block, a kill of the daemon between the two writes, or inside
+// the first one, leaves that block whole in front of new bytes, where
+// intactSizeLocked finds it again; the second write, confined to the old block, is
+// not cut by a kill when it stays within one page (the kernel checks for a fatal
+// signal only between pages).
+func pwriteTailFirst(fd int, b []byte, off, split int64) error {
+	if k := split - off; k > 0 && k < int64(len(b)) {
+		if err := pwriteFull(fd, b[k:], split); err != nil {
+			return err
+		}
+		b = b[:k]
+	}
+	return pwriteFull(fd, b, off)
+}
+
 func (n *node) writeHeaderLocked(fd int) error {
 	return pwriteFull(fd, crypto.Header(n.cc.FileID()), 0)
 }
 
-// writeLocked writes data at off, sealing every touched block afresh.
+// writeLocked writes data at off, sealing every touched block afresh. A write that
+// fails leaves the file as it was.
 func (n *node) writeLocked(fd int, data []byte, off int64) error {
 	if len(data) == 0 {
 		return nil
 	}
+	var u undo
+	if err := n.beginLocked(fd, &u); err != nil {
+		return err
+	}
+	if err := n.writeStepsLocked(fd, &u, data, off); err != nil {
+		return n.abortLocked(fd, &u, err)
+	}
+	return nil
+}
+
+func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 	// A write past the end first extends the file with zeros up to the start of the
 	// block that holds off, so the loop below only sees blocks it can compose.
 	if blockStart := off - off%bs; blockStart > n.size {
-		if err := n.extendLocked(fd, blockStart); err != nil {
-			return err
-		}
-	}
-	if n.size == 0 {
-		if err := n.writeHeaderLocked(fd); err != nil {
+		if err := n.extendStepsLocked(fd, u, blockStart); err != nil {
 			return err
 		}
 	}
@@ -163,6 +266,17 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 	// short, at the new end of file.
 	lastLen := min(max(n.size, end)-last*bs, bs)
 	total := int(last-first)*crypto.CipherBlockLen + int(lastLen) + crypto.BlockOverhead
+	start := crypto.BlockOffset(first)
+	if n.size == 0 {
+		if err := reserve(fd, 0, start+int64(total)); err != nil {
+			return err
+		}
+		if err := n.writeHeaderLocked(fd); err != nil {
+			return err
+		}
+	} else if err := reserve(fd, start, int64(total)); err != nil {
+		return err
+	}
 	outBuf := getBuf(total)
 	defer bufPool.Put(outBuf)
 	out := *outBuf
@@ -177,10 +291,14 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 		var pt []byte
 		switch {
 		case wStart == 0 && wEnd >= oldLen:
-			// The write covers the block's old bytes: seal straight from data.
+			// The write covers the block's old bytes: seal straight from data, keeping
+			// the old last block in case a later step fails.
+			if _, err := n.oldLastLocked(fd, u, i); err != nil {
+				return err
+			}
 			pt = data[bstart-off : bstart-off+wEnd]
 		case oldLen > 0 && (wStart > 0 || wEnd < oldLen):
-			if _, err := n.openBlockLocked(fd, block[:0], i); err != nil {
+			if _, err := n.openOldLocked(fd, u, block[:0], i); err != nil {
 				return err
 			}
 			pt = block[:newLen]
@@ -201,7 +319,16 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 			return fmt.Errorf("block %d sealed to %d bytes, want %d", i, len(got), cap(dst))
 		}
 	}
-	if err := pwriteFull(fd, out, crypto.BlockOffset(first)); err != nil {
+	// The old partial last block is written on its own, tail first, before the blocks
+	// past it: a kill then leaves either it or its new version whole.
+	cut := total
+	if n.size%bs != 0 {
+		cut = int(min(crypto.BlockOffset(n.size/bs+1)-start, int64(total)))
+	}
+	if err := pwriteTailFirst(fd, out[:cut], start, crypto.BackingSize(n.size)); err != nil {
+		return err
+	}
+	if err := pwriteFull(fd, out[cut:], start+int64(cut)); err != nil {
 		return err
 	}
 	n.size = max(n.size, end)
@@ -210,9 +337,9 @@ func (n *node) writeLocked(fd int, data []byte, off int64) error {
 
 // rewriteBlockLocked re-seals block i (which must exist) at newLen bytes: truncated,
 // or padded with zeros.
-func (n *node) rewriteBlockLocked(fd int, i, newLen int64) error {
+func (n *node) rewriteBlockLocked(fd int, u *undo, i, newLen int64) error {
 	var block [bs]byte
-	pt, err := n.openBlockLocked(fd, block[:0], i)
+	pt, err := n.openOldLocked(fd, u, block[:0], i)
 	if err != nil {
 		return err
 	}
@@ -220,17 +347,33 @@ func (n *node) rewriteBlockLocked(fd int, i, newLen int64) error {
 	if oldLen := min(n.size-i*bs, bs); newLen > oldLen {
 		clear(pt[oldLen:])
 	}
-	sealed, err := n.cc.SealBlock(nil, pt, i)
+	var sealed [crypto.CipherBlockLen]byte
+	out, err := n.cc.SealBlock(sealed[:0], pt, i)
 	if err != nil {
 		return err
 	}
-	return pwriteFull(fd, sealed, crypto.BlockOffset(i))
+	at := crypto.BlockOffset(i)
+	if err := reserve(fd, at, int64(len(out))); err != nil {
+		return err
+	}
+	return pwriteTailFirst(fd, out, at, at+sealedLen(i, n.size))
 }
 
 // extendLocked grows the file to size with zeros. Whole blocks of zeros become holes
 // in the backing file; a partial last block is sealed, so the file never ends in a
-// hole.
+// hole. An extension that fails leaves the file as it was.
 func (n *node) extendLocked(fd int, size int64) error {
+	var u undo
+	if err := n.beginLocked(fd, &u); err != nil {
+		return err
+	}
+	if err := n.extendStepsLocked(fd, &u, size); err != nil {
+		return n.abortLocked(fd, &u, err)
+	}
+	return nil
+}
+
+func (n *node) extendStepsLocked(fd int, u *undo, size int64) error {
 	if size <= n.size {
 		return nil
 	}
@@ -242,7 +385,7 @@ func (n *node) extendLocked(fd int, size int64) error {
 	if n.size%bs != 0 {
 		i := n.size / bs
 		newLen := min(size-i*bs, bs)
-		if err := n.rewriteBlockLocked(fd, i, newLen); err != nil {
+		if err := n.rewriteBlockLocked(fd, u, i, newLen); err != nil {
 			return err
 		}
 		n.size = i*bs + newLen
@@ -256,15 +399,19 @@ func (n *node) extendLocked(fd int, size int64) error {
 			return err
 		}
 	} else {
-		if err := syscall.Ftruncate(fd, crypto.BlockOffset(last)); err != nil {
-			return err
-		}
 		zeros := make([]byte, tail)
 		sealed, err := n.cc.SealBlock(nil, zeros, last)
 		if err != nil {
 			return err
 		}
-		if err := pwriteFull(fd, sealed, crypto.BlockOffset(last)); err != nil {
+		at := crypto.BlockOffset(last)
+		if err := reserve(fd, at, int64(len(sealed))); err != nil {
+			return err
+		}
+		if err := syscall.Ftruncate(fd, at); err != nil {
+			return err
+		}
+		if err := pwriteFull(fd, sealed, at); err != nil {
 			return err
 		}
 	}
@@ -310,31 +457,45 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 	return zero(holeEnd*bs, end)
 }
 
-// truncateLocked sets the plaintext size.
+// truncateLocked sets the plaintext size. A truncate that fails leaves the file as it
+// was, except that a shrink into a partial block may have dropped the blocks past it.
 func (n *node) truncateLocked(fd int, size int64) error {
+	var u undo
+	if err := n.beginLocked(fd, &u); err != nil {
+		return err
+	}
 	switch {
 	case size == n.size:
 		return nil
 	case size > n.size:
-		return n.extendLocked(fd, size)
-	case size == 0 || size%bs == 0:
-		if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
-			return err
+		if err := n.extendStepsLocked(fd, &u, size); err != nil {
+			return n.abortLocked(fd, &u, err)
 		}
-	default:
+		return nil
+	case size%bs != 0:
+		// The blocks past the new last one go first, so that the one rewritten is the
+		// last: a kill inside the rewrite leaves a torn last block, which
+		// intactSizeLocked mends.
 		i := size / bs
-		if err := n.rewriteBlockLocked(fd, i, size-i*bs); err != nil {
+		if err := syscall.Ftruncate(fd, crypto.BlockOffset(i)+sealedLen(i, n.size)); err != nil {
 			return err
 		}
-		if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
-			return err
+		n.size = min(n.size, (i+1)*bs)
+		u.size = n.size
+		if err := n.rewriteBlockLocked(fd, &u, i, size-i*bs); err != nil {
+			return n.abortLocked(fd, &u, err)
 		}
+	}
+	if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
+		return err
 	}
 	n.size = size
 	return nil
 }
 
 // fixSize replaces the backing size in out by the plaintext size for encrypted files.
+// Before the first open the size is reckoned from the backing size alone; a torn last
+// block counts until the open finds it out.
 func (n *node) fixSize(out *fuse.Attr, backing int64) {
 	if !n.encrypted() {
 		return
@@ -343,22 +504,55 @@ func (n *node) fixSize(out *fuse.Attr, backing int64) {
 	known, size := n.sizeKnown, n.size
 	n.mu.RUnlock()
 	if !known {
-		var err error
-		if size, err = crypto.PlainSize(backing); err != nil {
-			size = 0
-		}
+		size = crypto.IntactPlainSize(backing)
 	}
 	out.Size = uint64(size)
 	// Blocks stay the backing file's: that is the space the file really uses.
 }
 
 // learnSizeLocked sets n.size from the backing size of the file open as fd, once n.cc
-// is set.
+// is set. The last block is opened to make sure it is whole: a crash may have cut the
+// file in the middle of a write (see intactSizeLocked).
 func (n *node) learnSizeLocked(fd int, backing int64) error {
-	size, err := crypto.PlainSize(backing)
+	size, err := n.intactSizeLocked(fd, crypto.IntactPlainSize(backing))
 	if err != nil {
 		return err
 	}
 	n.size, n.sizeKnown = size, true
+	n.torn = crypto.BackingSize(size) != backing
+	if n.torn {
+		n.fsys.log.Printf("%s: torn tail: backing size %d holds %d intact plaintext bytes (%d backing bytes); the rest is not served and is cut at the next change",
+			n.path(), backing, size, crypto.BackingSize(size))
+	}
 	return nil
+}
+
+// intactSizeLocked returns the size of the longest start of a file of size bytes that
+// ends in a block that authenticates. A write torn by a kill of the daemon leaves its
+// last block unable to authenticate: either the old block, still whole, followed by
+// part of its new tail (written first, see pwriteTailFirst), or a new block cut short.
+// The old block is found by trying the shorter lengths (at most 4,095 block opens, on
+// this rare path only); else the torn block is left out. Only the key holder can have
+// sealed a block found so, for this file and block number.
+func (n *node) intactSizeLocked(fd int, size int64) (int64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	last := (size - 1) / bs
+	l := sealedLen(last, size)
+	var sealed [crypto.CipherBlockLen]byte
+	if err := preadFull(fd, sealed[:l], crypto.BlockOffset(last)); err != nil {
+		return 0, err
+	}
+	var plain [bs]byte
+	_, err := n.cc.OpenBlock(plain[:0], sealed[:l], last)
+	if !errors.Is(err, crypto.ErrAuth) {
+		return size, err
+	}
+	for k := l - 1; k > crypto.BlockOverhead; k-- {
+		if _, err := n.cc.OpenBlock(plain[:0], sealed[:k], last); err == nil {
+			return last*bs + k - crypto.BlockOverhead, nil
+		}
+	}
+	return last * bs, nil
 }

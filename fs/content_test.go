@@ -3,12 +3,14 @@ package fs
 import (
 	"bytes"
 	crand "crypto/rand"
+	"log"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 
+	"github.com/ezfs/ezfs/backing"
 	"github.com/ezfs/ezfs/crypto"
 )
 
@@ -33,7 +35,10 @@ func newTestNode(t testing.TB) (*node, int, *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &node{cc: cc, sizeKnown: true}, fd, ref
+	n := &node{cc: cc, sizeKnown: true}
+	// The node is the root of its own file system, so that n.path() names its file.
+	n.fsys = &FS{root: &backing.Root{Path: filepath.Join(dir, "enc")}, log: log.New(new(bytes.Buffer), "", 0), top: n}
+	return n, fd, ref
 }
 
 func checkSame(t *testing.T, step int, n *node, fd int, ref *os.File) {

@@ -29,12 +29,13 @@ type node struct {
 	// mu is the content lock of a regular file in a zone: every path that changes
 	// contents or size holds it for writing; reads hold it for reading.
 	mu sync.RWMutex
-	// cc, size and sizeKnown are guarded by mu. cc is the file's block cipher, built
+	// cc, size, sizeKnown and torn are guarded by mu. cc is the file's block cipher, built
 	// once from the EDEK; size is the plaintext size, maintained by every write and
 	// truncate once known.
 	cc        *crypto.ContentCipher
 	size      int64
 	sizeKnown bool
+	torn      bool // the backing file ends in bytes past size, left by a crash
 
 	// fds are the backing descriptors of the node's open files. A file that has lost
 	// its names (unlinked while open, or O_TMPFILE) is reached through one of them.

@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
+	if os.Getenv(appendEnv) != "" {
+		os.Exit(m.Run()) // the writer process of TestKillDuringAppend: no build
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "integration tests need root (FUSE mounts, chown, other users)")
 		os.Exit(1)

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand"
@@ -92,13 +93,38 @@ func (e *env) daemonPID() int {
 
 func (e *env) kill() {
 	e.t.Helper()
-	pid := e.daemonPID()
+	e.killPID(e.daemonPID())
+}
+
+// killPID kills the daemon pid with SIGKILL and waits for it to be gone.
+func (e *env) killPID(pid int) {
+	e.t.Helper()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		e.t.Fatal(err)
 	}
-	for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
+	for i := 0; i < 200 && running(pid); i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The next mount clears the dead one once a stat of the mount point says ENOTCONN,
+	// which the kernel answers from its attribute cache (1 s) until then.
+	for i := 0; i < 300; i++ {
+		var st syscall.Stat_t
+		if err := syscall.Stat(e.mnt, &st); errors.Is(err, syscall.ENOTCONN) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// running reports whether process pid exists and is not a zombie: the daemon's parent
+// is init, which can take a second to reap it.
+func running(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, after, _ := strings.Cut(string(st), ") ")
+	return !strings.HasPrefix(after, "Z")
 }
 
 // fill writes n files in nested directories of dir, returning their contents' hashes

@@ -1,0 +1,260 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ezfs/ezfs/crypto"
+	"golang.org/x/sys/unix"
+)
+
+// backingOf reads the whole backing file open as fd.
+func backingOf(t *testing.T, fd int) []byte {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, st.Size)
+	if err := preadFull(fd, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fullTmpfs returns a directory on a tmpfs of size bytes, unmounted at the end.
+func fullTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size="+size); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(d, unix.MNT_DETACH) })
+	return d
+}
+
+// fillUp takes the free space of the file system of dir.
+func fillUp(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for err == nil {
+		_, err = f.Write(make([]byte, 4096))
+	}
+	if errnoOf(err) != syscall.ENOSPC {
+		t.Fatalf("filling %s: %v", dir, err)
+	}
+}
+
+func errnoOf(err error) syscall.Errno {
+	var en syscall.Errno
+	errors.As(err, &en)
+	return en
+}
+
+// onFile points n at a new backing file in dir.
+func onFile(t *testing.T, n *node, dir string) int {
+	t.Helper()
+	fd, err := syscall.Open(filepath.Join(dir, "enc"), syscall.O_RDWR|syscall.O_CREAT, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	n.size = 0
+	return fd
+}
+
+// TestFailedWriteChangesNothing: writes that fail for lack of space (a full tmpfs:
+// the reservation fails) or half-way (a file size limit, which preallocation does not
+// check) leave the backing file byte for byte as it was, partial last block included.
+func TestFailedWriteChangesNothing(t *testing.T) {
+	cases := []struct {
+		name string
+		op   func(n *node, fd int) error
+	}{
+		{"append", func(n *node, fd int) error { return n.writeLocked(fd, make([]byte, 300000), n.size) }},
+		{"write past the end", func(n *node, fd int) error { return n.writeLocked(fd, make([]byte, 10), n.size+200000) }},
+		{"grow", func(n *node, fd int) error { return n.truncateLocked(fd, n.size+300000) }},
+		{"fill the last block", func(n *node, fd int) error { return n.extendLocked(fd, (n.size/bs+1)*bs) }},
+	}
+	for _, limit := range []string{"space", "file size"} {
+		for _, c := range cases {
+			t.Run(limit+"/"+c.name, func(t *testing.T) {
+				n, _, _ := newTestNode(t)
+				dir := fullTmpfs(t, "256k")
+				fd := onFile(t, n, dir)
+				// The old last block is partial and spans a page boundary.
+				if err := n.writeLocked(fd, bytes.Repeat([]byte("x"), 9000), 0); err != nil {
+					t.Fatal(err)
+				}
+				before := backingOf(t, fd)
+				if limit == "space" {
+					fillUp(t, dir)
+				} else {
+					var old syscall.Rlimit
+					if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+						t.Fatal(err)
+					}
+					lim := syscall.Rlimit{Cur: uint64(len(before)) + 1000, Max: old.Max}
+					if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+						t.Fatal(err)
+					}
+					defer syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+				}
+				err := c.op(n, fd)
+				if err != syscall.ENOSPC && err != syscall.EFBIG {
+					t.Fatalf("got %v, want ENOSPC or EFBIG", err)
+				}
+				if n.size != 9000 {
+					t.Errorf("size %d after the failure, want 9000", n.size)
+				}
+				if after := backingOf(t, fd); !bytes.Equal(after, before) {
+					t.Errorf("backing file changed: %d bytes, was %d", len(after), len(before))
+				}
+			})
+		}
+	}
+}
+
+// TestTornTail: a backing file cut in the middle of a write opens at its intact size,
+// reads as the intact part, logs its name, and takes an append after cutting the torn
+// bytes.
+func TestTornTail(t *testing.T) {
+	const size = 3*bs + 1000 // three whole blocks and a partial one
+	whole := crypto.BackingSize(3 * bs)
+	data := bytes.Repeat([]byte("0123456789"), size/10+1)[:size]
+	cases := []struct {
+		name   string
+		tear   func(t *testing.T, n *node, fd int) // from a file of size bytes
+		intact int64
+	}{
+		{"1 byte past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+1) }, 3 * bs},
+		{"28 bytes past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+28) }, 3 * bs},
+		{"a full block cut to 3,000 bytes", func(t *testing.T, n *node, fd int) {
+			extend(t, n, fd, 4*bs)
+			cut(t, fd, whole+3000)
+		}, 3 * bs},
+		{"an append torn after the new tail", func(t *testing.T, n *node, fd int) {
+			// The old block is whole; the bytes past it are the start of its new tail.
+			junk := bytes.Repeat([]byte{0xa5}, 500)
+			if err := pwriteFull(fd, junk, crypto.BackingSize(size)); err != nil {
+				t.Fatal(err)
+			}
+		}, size},
+		{"a shrink torn before the cut", func(t *testing.T, n *node, fd int) {
+			// A shorter block sealed over the start of the old one, the old end still there.
+			sealed, err := n.cc.SealBlock(nil, data[3*bs:3*bs+100], 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pwriteFull(fd, sealed, crypto.BlockOffset(3)); err != nil {
+				t.Fatal(err)
+			}
+		}, 3*bs + 100},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n, fd, _ := newTestNode(t)
+			if err := n.writeLocked(fd, data, 0); err != nil {
+				t.Fatal(err)
+			}
+			c.tear(t, n, fd)
+			want := append([]byte(nil), data[:min(c.intact, size)]...)
+			if c.intact > size {
+				want = append(want, make([]byte, c.intact-size)...)
+			}
+			reopen(t, n, fd)
+			if n.size != c.intact {
+				t.Fatalf("size %d, want %d", n.size, c.intact)
+			}
+			if log := n.fsys.log.Writer().(*bytes.Buffer).String(); !strings.Contains(log, n.path()) {
+				t.Errorf("log does not name %s: %q", n.path(), log)
+			}
+			checkRead(t, n, fd, want)
+			more := []byte("appended after the tear")
+			if err := n.writeLocked(fd, more, n.size); err != nil {
+				t.Fatal(err)
+			}
+			reopen(t, n, fd)
+			checkRead(t, n, fd, append(want, more...))
+			if n.torn {
+				t.Error("torn again after the append")
+			}
+		})
+	}
+}
+
+func cut(t *testing.T, fd int, backing int64) {
+	t.Helper()
+	if err := syscall.Ftruncate(fd, backing); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func extend(t *testing.T, n *node, fd int, size int64) {
+	t.Helper()
+	if err := n.writeLocked(fd, make([]byte, size-n.size), n.size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reopen forgets what n knows of its file's size, as a new mount would.
+func reopen(t *testing.T, n *node, fd int) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	n.size, n.sizeKnown, n.torn = 0, false, false
+	if err := n.learnSizeLocked(fd, st.Size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkRead(t *testing.T, n *node, fd int, want []byte) {
+	t.Helper()
+	got := make([]byte, len(want)+bs)
+	k, err := n.readLocked(fd, got, 0)
+	if err != nil || !bytes.Equal(got[:k], want) {
+		t.Fatalf("read %d bytes, %v; want the %d expected", k, err, len(want))
+	}
+}
+
+// TestIntactPlainSize: no backing size is reported as a size that cannot be.
+func TestIntactPlainSize(t *testing.T) {
+	whole := crypto.BackingSize(2 * bs)
+	for backing, want := range map[int64]int64{
+		0: 0, 10: 0, crypto.HeaderSize: 0, whole: 2 * bs, whole + 1: 2 * bs, whole + crypto.BlockOverhead: 2 * bs,
+		whole + crypto.BlockOverhead + 1: 2*bs + 1, whole + 3000: 2*bs + 3000 - crypto.BlockOverhead,
+	} {
+		if got := crypto.IntactPlainSize(backing); got != want {
+			t.Errorf("IntactPlainSize(%d) = %d, want %d", backing, got, want)
+		}
+	}
+}
+
+// BenchmarkAppend1000 appends 1,000-byte records, the small-write case in which every
+// request rewrites the partial last block.
+func BenchmarkAppend1000(b *testing.B) {
+	n, fd, _ := newTestNode(b)
+	data := make([]byte, 1000)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if n.size >= 64<<20 {
+			if err := n.truncateLocked(fd, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := n.writeLocked(fd, data, n.size); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
