@@ -60,6 +60,9 @@ type env struct {
 	backing string
 	mnt     string
 	opts    []string
+	// keystore is the --keystore folder given to init and mount; "" is the default,
+	// BACKING/.ezfs.
+	keystore string
 }
 
 // tempDir is a t.TempDir that other users can traverse (for shared-mount tests).
@@ -82,20 +85,92 @@ func newEnv(t *testing.T, opts ...string) *env {
 func newEnvIn(t *testing.T, d string, opts ...string) *env {
 	t.Helper()
 	e := &env{t: t, backing: filepath.Join(d, "backing"), mnt: filepath.Join(d, "mnt"), opts: opts}
+	e.start()
+	return e
+}
+
+// newEnvKeystore is newEnv with the keystore at ks, a path relative to the backing
+// dir, given to init and mount as --keystore.
+func newEnvKeystore(t *testing.T, ks string, opts ...string) *env {
+	t.Helper()
+	d := tempDir(t)
+	e := &env{t: t, backing: filepath.Join(d, "backing"), mnt: filepath.Join(d, "mnt"), opts: opts}
+	e.keystore = filepath.Join(e.backing, ks)
+	e.start()
+	return e
+}
+
+// start makes the backing dir and the mount point, initialises and mounts.
+func (e *env) start() {
+	e.t.Helper()
 	for _, p := range []string{e.backing, e.mnt} {
 		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
+			e.t.Fatal(err)
 		}
 	}
-	e.run("init", e.backing)
+	args := []string{"init", e.backing}
+	if e.keystore != "" {
+		// init makes the keystore folder, not its parent.
+		if err := os.MkdirAll(filepath.Dir(e.keystore), 0o755); err != nil {
+			e.t.Fatal(err)
+		}
+		args = append(args, "--keystore", e.keystore)
+	}
+	e.run(args...)
 	e.mount()
-	t.Cleanup(e.cleanup)
-	return e
+	e.t.Cleanup(e.cleanup)
+}
+
+// sub runs f as subtest name of e's test; e's own checks (run, fails, ...) fail the
+// subtest meanwhile.
+func (e *env) sub(name string, f func(t *testing.T)) bool {
+	parent := e.t
+	defer func() { e.t = parent }()
+	return parent.Run(name, func(t *testing.T) {
+		e.t = t
+		f(t)
+	})
+}
+
+// ksDir is the keystore folder.
+func (e *env) ksDir() string {
+	if e.keystore != "" {
+		return e.keystore
+	}
+	return filepath.Join(e.backing, ".ezfs")
+}
+
+// daemonLog is the daemon's log, kept in the keystore folder.
+func (e *env) daemonLog() string {
+	b, _ := os.ReadFile(filepath.Join(e.ksDir(), "ezfs.log"))
+	return string(b)
+}
+
+// status is `ezfs status --json` of this mount.
+func (e *env) status() control.Status {
+	e.t.Helper()
+	var st []control.Status
+	decodeJSON(e.t, e.run("status", "--json", "--mount", e.mnt), &st)
+	if len(st) != 1 {
+		e.t.Fatalf("status of %s: %+v", e.mnt, st)
+	}
+	return st[0]
+}
+
+// zoneList is `ezfs zone list --json` of this mount.
+func (e *env) zoneList() []control.ZoneInfo {
+	e.t.Helper()
+	var zs []control.ZoneInfo
+	decodeJSON(e.t, e.run("zone", "list", "--mount", e.mnt, "--json"), &zs)
+	return zs
 }
 
 func (e *env) mount() {
 	e.t.Helper()
 	args := []string{"mount", e.backing, e.mnt}
+	if e.keystore != "" {
+		args = append(args, "--keystore", e.keystore)
+	}
 	if len(e.opts) > 0 {
 		args = append(args, "-o", strings.Join(e.opts, ","))
 	}
@@ -132,7 +207,7 @@ func (e *env) cleanup() {
 		_ = unix.Unmount(e.mnt, unix.MNT_DETACH)
 	}
 	if e.t.Failed() {
-		if log, err := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log")); err == nil {
+		if log := e.daemonLog(); log != "" {
 			e.t.Logf("daemon log:\n%s", log)
 		}
 	}
