@@ -482,8 +482,14 @@ func (d *daemon) fileInfo(path string) (*control.FileInfo, error) {
 		return nil, fmt.Errorf("/%s: %w", rel, err)
 	}
 	e := desc.Zone
-	if e == nil {
+	if desc.Damaged != "" {
+		fi.Note = "in a damaged zone, not served (its files answer EIO): " + desc.Damaged
+	}
+	if e == nil && desc.Damaged == "" {
 		fi.Note = "outside any zone: stored in the clear"
+		return fi, nil
+	}
+	if e == nil {
 		return fi, nil
 	}
 	fi.Zone, fi.ZoneID, fi.Key = "/"+e.Path, e.Zone.IDString(), e.Zone.Key

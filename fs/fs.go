@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -78,9 +79,10 @@ type FS struct {
 	// shared: several users reach the mount, and the kernel checks permissions.
 	noPassthrough, killPriv, shared bool
 
-	// hidden is the device and inode of the hidden folder; hasHidden says there is one.
-	hidden    [2]uint64
-	hasHidden bool
+	// hidden is the device and inode of the hidden folder, and hiddenParent its parent
+	// directory's; hasHidden says there is one.
+	hidden, hiddenParent [2]uint64
+	hasHidden            bool
 
 	// zoneMu orders marking a directory as a zone root (write side) against every
 	// operation that creates or moves names (read side), so no file is created in a
@@ -122,9 +124,9 @@ func New(o Options) (*FS, error) {
 	if o.Hidden != "" {
 		// The admin named this folder; it is hidden by identity, so renaming it or an
 		// ancestor, or a case-insensitive spelling of its name, shows nothing.
-		var hs unix.Stat_t
-		if err := unix.Stat(o.Hidden, &hs); err == nil {
-			f.hidden, f.hasHidden = [2]uint64{hs.Dev, hs.Ino}, true
+		var hs, ps unix.Stat_t
+		if unix.Stat(o.Hidden, &hs) == nil && unix.Stat(filepath.Join(o.Hidden, ".."), &ps) == nil {
+			f.hidden, f.hiddenParent, f.hasHidden = [2]uint64{hs.Dev, hs.Ino}, [2]uint64{ps.Dev, ps.Ino}, true
 		}
 	}
 	f.top = &node{fsys: f}

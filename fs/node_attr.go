@@ -141,6 +141,9 @@ func (n *node) truncate(ctx context.Context, f gofs.FileHandle, fd int, size int
 	if !n.encrypted() {
 		return gofs.ToErrno(backing.Truncate(fd, size))
 	}
+	if errno := n.usable(); errno != 0 {
+		return errno
+	}
 	if fh, ok := f.(*file); ok {
 		n.mu.Lock()
 		defer n.mu.Unlock()

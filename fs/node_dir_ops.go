@@ -72,32 +72,50 @@ func (n *node) openDirStream() (gofs.FileHandle, syscall.Errno) {
 		unix.Close(fd)
 		return nil, gofs.ToErrno(err)
 	}
-	ds, errno := gofs.NewLoopbackDirStreamFd(fd) // closes fd from here on
+	if !n.fsys.hasHidden || [2]uint64{st.Dev, st.Ino} != n.fsys.hiddenParent {
+		return gofs.NewLoopbackDirStreamFd(fd) // closes fd from here on
+	}
+	// The directory that holds the hidden folder: its entries are checked by their
+	// own identity (a folder that is a mount point lists the covered inode).
+	dirfd, err := unix.Dup(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, gofs.ToErrno(err)
+	}
+	ds, errno := gofs.NewLoopbackDirStreamFd(fd)
 	if errno != 0 {
+		unix.Close(dirfd)
 		return nil, errno
 	}
-	if n.fsys.hasHidden && st.Dev == n.fsys.hidden[0] {
-		return &hidingDir{inner: ds, ino: n.fsys.hidden[1]}, 0
-	}
-	return ds, 0
+	return &hidingDir{inner: ds, dirfd: dirfd, fsys: n.fsys}, 0
 }
 
-// hidingDir is a directory stream that leaves out the entry of one inode.
+// hidingDir is a directory stream that leaves out the hidden folder.
 type hidingDir struct {
 	inner gofs.DirStream
-	ino   uint64
+	dirfd int // the listed directory, for fstatat; closed by Releasedir
+	fsys  *FS
 }
 
 func (d *hidingDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	for {
 		e, errno := d.inner.(gofs.FileReaddirenter).Readdirent(ctx)
-		if e == nil || errno != 0 || e.Ino != d.ino || e.Name == "." || e.Name == ".." {
+		if e == nil || errno != 0 || !d.hides(e) {
 			return e, errno
 		}
 	}
 }
 
+func (d *hidingDir) hides(e *fuse.DirEntry) bool {
+	if e.Name == "." || e.Name == ".." || e.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return false
+	}
+	var st unix.Stat_t
+	return backing.Lstat(d.dirfd, e.Name, &st) == nil && d.fsys.isHidden(&st)
+}
+
 func (d *hidingDir) Releasedir(ctx context.Context, flags uint32) {
+	unix.Close(d.dirfd)
 	d.inner.(gofs.FileReleasedirer).Releasedir(ctx, flags)
 }
 

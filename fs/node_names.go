@@ -98,6 +98,9 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !sameZone(t.zone.Load(), n.zone.Load()) {
 		return nil, syscall.EXDEV
 	}
+	if errno := n.usable(); errno != 0 {
+		return nil, errno
+	}
 	d, errno := n.dir()
 	if errno != 0 {
 		return nil, errno

@@ -316,6 +316,9 @@ type Described struct {
 	Zone *zones.Entry
 	// EDEK is the record of a regular file inside a zone.
 	EDEK []byte
+	// Damaged says why the zone holding the object is not served (see dirZone); a
+	// marker the registry does not know makes one too, with Zone then nil.
+	Damaged string
 }
 
 // Describe reports on the backing object at rel, which must not be or lie inside the
@@ -338,12 +341,12 @@ func (f *FS) Describe(rel string) (*Described, error) {
 		}
 		defer unix.Close(dirfd)
 	}
-	err = f.walkUp(dirfd, func(_ int, st *unix.Stat_t) (bool, error) {
+	err = f.walkUp(dirfd, func(dfd int, st *unix.Stat_t) (bool, error) {
 		if f.isHidden(st) {
 			return true, unix.ENOENT
 		}
-		if d.Zone == nil {
-			d.Zone = f.zones.ByInode(st.Dev, st.Ino)
+		if d.Zone == nil && d.Damaged == "" {
+			d.Zone, d.Damaged = f.rootOf(dfd, st)
 		}
 		return false, nil
 	})
@@ -354,4 +357,25 @@ func (f *FS) Describe(rel string) (*Described, error) {
 		d.EDEK, err = zones.ReadEDEK(fd)
 	}
 	return d, err
+}
+
+// rootOf reports the zone the directory open as fd (attributes st) is the root of, by
+// the rules of dirZone, without logging: the registered zone, and why it is damaged
+// ("" if it is not); or nil and a reason for a marker the registry does not know.
+func (f *FS) rootOf(fd int, st *unix.Stat_t) (*zones.Entry, string) {
+	e := f.zones.ByInode(st.Dev, st.Ino)
+	m, err := zones.ReadMarker(fd)
+	switch {
+	case e != nil && err != nil && !errors.Is(err, unix.ENOTSUP):
+		return e, err.Error()
+	case e != nil && m == nil:
+		return e, fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone)
+	case e != nil && m.ID != e.Zone.ID:
+		return e, fmt.Sprintf("its zone marker names zone %s", m.IDString())
+	case e != nil:
+		return e, ""
+	case m != nil:
+		return nil, fmt.Sprintf("a directory above it carries the marker of zone %s, which the keystore does not know there", m.IDString())
+	}
+	return nil, ""
 }
