@@ -1,6 +1,9 @@
 package backing
 
 import (
+	"runtime"
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -69,3 +72,55 @@ func Readlink(dirfd int, name string) ([]byte, error) {
 
 // Statfs reads the statistics of the file system holding the object open as fd.
 func Statfs(fd int, st *unix.Statfs_t) error { return unix.Fstatfs(fd, st) }
+
+// xattrArgs is the kernel's struct xattr_args of getxattrat(2). value is a real
+// pointer, not an integer, so that the buffer is kept alive and followed if it moves.
+type xattrArgs struct {
+	value *byte
+	size  uint32
+	flags uint32
+}
+
+// Getxattrat reads attribute attr of entry name itself (getxattrat(2), Linux 6.13);
+// ENOSYS on older kernels, where the caller goes through the entry's descriptor.
+func Getxattrat(dirfd int, name, attr string, dest []byte) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	a, err := unix.BytePtrFromString(attr)
+	if err != nil {
+		return 0, err
+	}
+	args := xattrArgs{size: uint32(len(dest))}
+	if len(dest) > 0 {
+		args.value = &dest[0]
+	}
+	r, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+	runtime.KeepAlive(dest)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// Listxattrat lists the attribute names of entry name itself (listxattrat(2), Linux
+// 6.13); ENOSYS on older kernels.
+func Listxattrat(dirfd int, name string, dest []byte) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	var buf uintptr
+	if len(dest) > 0 {
+		buf = uintptr(unsafe.Pointer(&dest[0]))
+	}
+	r, _, e := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		unix.AT_SYMLINK_NOFOLLOW, buf, uintptr(len(dest)), 0)
+	runtime.KeepAlive(dest)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}

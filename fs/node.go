@@ -226,3 +226,57 @@ func (n *node) childNode(name string) *node {
 	}
 	return nil
 }
+
+// entry lends a descriptor of the node's parent directory and the node's name in it,
+// for calls on the node by (directory, name) that resolve its path only once, through
+// the directory cache. ok is false for the root and for a node without a name.
+func (n *node) entry() (d dirRef, name string, ok bool, errno syscall.Errno) {
+	if n.IsRoot() {
+		return dirRef{}, "", false, 0
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return dirRef{}, "", false, 0
+	}
+	p, isNode := parent.Operations().(*node)
+	if !isNode {
+		return dirRef{}, "", false, 0
+	}
+	d, errno = p.dir()
+	return d, name, true, errno
+}
+
+// statEntry reads the node's attributes by (directory, name), checked to be its inode
+// as check does; ok is false where entry has no way (then self does it).
+func (n *node) statEntry(st *unix.Stat_t) (ok bool, errno syscall.Errno) {
+	return n.viaEntry(st, nil)
+}
+
+// atEntry calls fn with the node's (directory, name) once the name is found to be the
+// node; ok is false where fn could not be called that way (no entry, or ENOSYS).
+func (n *node) atEntry(fn func(dirfd int, name string) error) (ok bool, errno syscall.Errno) {
+	var st unix.Stat_t
+	return n.viaEntry(&st, fn)
+}
+
+func (n *node) viaEntry(st *unix.Stat_t, fn func(dirfd int, name string) error) (bool, syscall.Errno) {
+	d, name, ok, errno := n.entry()
+	if !ok || errno != 0 {
+		return ok, errno
+	}
+	defer d.release()
+	if err := backing.Lstat(d.fd, name, st); err != nil {
+		return true, gofs.ToErrno(err)
+	}
+	if n.fsys.stableAttr(st).Ino != n.StableAttr().Ino {
+		return true, syscall.ENOENT
+	}
+	if fn == nil {
+		return true, 0
+	}
+	if err := fn(d.fd, name); err == syscall.ENOSYS {
+		return false, 0
+	} else {
+		return true, gofs.ToErrno(err)
+	}
+}

@@ -19,11 +19,15 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		return lf.Getattr(ctx, out)
 	}
 	var st unix.Stat_t
-	fd, errno := n.self(&st)
-	if errno != 0 {
+	if ok, errno := n.statEntry(&st); !ok {
+		fd, errno := n.self(&st)
+		if errno != 0 {
+			return errno
+		}
+		unix.Close(fd)
+	} else if errno != 0 {
 		return errno
 	}
-	unix.Close(fd)
 	out.FromStat(sysStat(&st))
 	n.fixSize(&out.Attr, st.Size)
 	return 0

@@ -18,7 +18,13 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, syscall.ENODATA
 	}
 	var sz int
-	errno := n.withSelf(func(fd int) (err error) { sz, err = backing.Getxattr(fd, attr, dest); return err })
+	ok, errno := n.atEntry(func(dirfd int, name string) (err error) {
+		sz, err = backing.Getxattrat(dirfd, name, attr, dest)
+		return err
+	})
+	if !ok {
+		errno = n.withSelf(func(fd int) (err error) { sz, err = backing.Getxattr(fd, attr, dest); return err })
+	}
 	return uint32(sz), errno
 }
 
@@ -38,16 +44,24 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var names []byte
-	errno := n.withSelf(func(fd int) error {
-		sz, err := backing.Listxattr(fd, nil)
+	list := func(ls func(buf []byte) (int, error)) error {
+		sz, err := ls(nil)
 		if err != nil {
 			return err
 		}
 		buf := make([]byte, sz)
-		sz, err = backing.Listxattr(fd, buf)
+		sz, err = ls(buf)
 		names = buf[:max(sz, 0)]
 		return err
+	}
+	ok, errno := n.atEntry(func(dirfd int, name string) error {
+		return list(func(buf []byte) (int, error) { return backing.Listxattrat(dirfd, name, buf) })
 	})
+	if !ok {
+		errno = n.withSelf(func(fd int) error {
+			return list(func(buf []byte) (int, error) { return backing.Listxattr(fd, buf) })
+		})
+	}
 	if errno != 0 {
 		return 0, errno
 	}
