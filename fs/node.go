@@ -274,9 +274,9 @@ func (n *node) viaEntry(st *unix.Stat_t, fn func(dirfd int, name string) error) 
 	if fn == nil {
 		return true, 0
 	}
-	if err := fn(d.fd, name); err == syscall.ENOSYS {
+	err := fn(d.fd, name)
+	if err == syscall.ENOSYS {
 		return false, 0
-	} else {
-		return true, gofs.ToErrno(err)
 	}
+	return true, gofs.ToErrno(err)
 }
