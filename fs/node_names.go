@@ -15,10 +15,7 @@ import (
 func (n *node) make(ctx context.Context, name string, out *fuse.EntryOut, mk func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
 	n.fsys.zoneMu.RLock()
 	defer n.fsys.zoneMu.RUnlock()
-	if errno := n.usable(); errno != 0 {
-		return nil, errno
-	}
-	d, errno := n.dir()
+	d, errno := n.createIn()
 	if errno != 0 {
 		return nil, errno
 	}

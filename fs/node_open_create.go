@@ -133,10 +133,7 @@ func keyContext(ctx context.Context) context.Context { return context.WithoutCan
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	n.fsys.zoneMu.RLock()
 	defer n.fsys.zoneMu.RUnlock()
-	if errno := n.usable(); errno != 0 {
-		return nil, nil, 0, errno
-	}
-	d, errno := n.dir()
+	d, errno := n.createIn()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -233,10 +230,7 @@ func (n *node) sealNew(ctx context.Context, fd int, z *zones.Zone) (*crypto.Cont
 }
 
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	if errno := n.usable(); errno != 0 {
-		return nil, nil, 0, errno
-	}
-	d, errno := n.dir()
+	d, errno := n.createIn()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}

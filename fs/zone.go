@@ -95,6 +95,15 @@ func (n *node) usable() syscall.Errno {
 	return n.errno(-1, fmt.Errorf("%w: %s", zones.ErrDamaged, z.Damaged))
 }
 
+// createIn lends n's descriptor for a create in it; nothing is created in a damaged
+// zone.
+func (n *node) createIn() (dirRef, syscall.Errno) {
+	if errno := n.usable(); errno != 0 {
+		return dirRef{}, errno
+	}
+	return n.dir()
+}
+
 // MakeZone marks the empty directory rel (relative to the backing dir) as the root of
 // zone z. It refuses non-directories, non-empty directories, the mount root, and a
 // directory inside a zone, found by walking its real ancestry (not its path: a rename

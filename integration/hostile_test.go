@@ -330,14 +330,9 @@ func hostileRound(t *testing.T, e *env, user, caller *helper, home, out string, 
 // still caching entries and attributes from before the swap) and after the cache timed
 // out, by path and through directory descriptors opened before the swap.
 func TestHostileBacking(t *testing.T) {
-	e := newEnv(t, "allow_other")
-	zone := e.zone("z", "k")
-	plain := filepath.Join(e.mnt, "plain")
-	if err := os.Mkdir(plain, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	e, places := hostilePlaces(t)
 	outs := t.TempDir()
-	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}} {
+	for _, where := range places {
 		t.Run(where.name, func(t *testing.T) {
 			user := startHelper(t, hostile, hostile)
 			root := startHelper(t, 0, 0)
@@ -361,18 +356,25 @@ func TestHostileBacking(t *testing.T) {
 	}
 }
 
-// TestHostileBackingRace: the same user swaps its directory and files for symlinks to
-// the root-owned directory outside through the mount only, in a loop, while it and
-// root change the names in loops of their own. Nothing outside changes or shows.
-func TestHostileBackingRace(t *testing.T) {
+// hostilePlaces mounts a shared mount with a zone and a plain folder for the hostile
+// tests.
+func hostilePlaces(t *testing.T) (*env, []struct{ name, dir string }) {
 	e := newEnv(t, "allow_other")
 	zone := e.zone("z", "k")
 	plain := filepath.Join(e.mnt, "plain")
 	if err := os.Mkdir(plain, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return e, []struct{ name, dir string }{{"zone", zone}, {"plain", plain}}
+}
+
+// TestHostileBackingRace: the same user swaps its directory and files for symlinks to
+// the root-owned directory outside through the mount only, in a loop, while it and
+// root change the names in loops of their own. Nothing outside changes or shows.
+func TestHostileBackingRace(t *testing.T) {
+	_, places := hostilePlaces(t)
 	outs := t.TempDir()
-	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}} {
+	for _, where := range places {
 		t.Run(where.name, func(t *testing.T) {
 			swapper := startHelper(t, hostile, hostile)
 			user := startHelper(t, hostile, hostile)
