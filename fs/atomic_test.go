@@ -124,6 +124,42 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 	}
 }
 
+// TestFailedWriteIntoHole: a write over the holes of a sparse file on a full file
+// system fails before it changes anything: the holes are reserved first, so no block
+// is left half new, half zeros.
+func TestFailedWriteIntoHole(t *testing.T) {
+	n, _, _ := newTestNode(t)
+	dir := fullTmpfs(t, "256k")
+	fd := onFile(t, n, dir)
+	if err := n.writeLocked(fd, bytes.Repeat([]byte("x"), 9000), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.truncateLocked(fd, 200000); err != nil { // whole blocks of zeros: holes
+		t.Fatal(err)
+	}
+	before := backingOf(t, fd)
+	fillUp(t, dir)
+	// Two pages free: enough for the first pages of the write, not for all of it.
+	if err := os.Truncate(filepath.Join(dir, "filler"), fileSize(t, filepath.Join(dir, "filler"))-2*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.writeLocked(fd, bytes.Repeat([]byte("y"), 40000), 5*bs); err != syscall.ENOSPC {
+		t.Fatalf("write into the holes of a full file system: %v, want ENOSPC", err)
+	}
+	if after := backingOf(t, fd); !bytes.Equal(after, before) {
+		t.Errorf("backing file changed by a failed write into its holes")
+	}
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
 // TestTornTail: a backing file cut in the middle of a write opens at its intact size,
 // reads as the intact part, logs its name, and takes an append after cutting the torn
 // bytes.

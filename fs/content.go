@@ -205,20 +205,27 @@ func (n *node) openOldLocked(fd int, u *undo, dst []byte, i int64) ([]byte, erro
 	return n.cc.OpenBlock(dst, old, i)
 }
 
-// reserve allocates the part of backing range [off, off+length) that lies within the
-// file as it was when the change began, without changing the size, so that writes over
-// it cannot fail half-way for lack of space (ENOSPC, EDQUOT) over a hole of a sparse
-// file. What lies past that end needs no reservation: a failed step there is undone
-// by cutting the file back (abortLocked), and preallocating it would leave new files
-// in more extents, each freed and discarded on its own when the file is removed
-// (rm -rf of a tree was a fifth slower). A backing file system that cannot
+// reserve allocates the holes in the part of backing range [off, off+length) that
+// lies within the file as it was when the change began, without changing the size, so
+// that writes over a hole of a sparse file cannot fail half-way for lack of space
+// (ENOSPC, EDQUOT) and leave a block that is neither the old zeros nor the new data.
+// Bytes already written need no reservation, and neither does what lies past the old
+// end: a failed step there is undone by cutting the file back and writing the old
+// last block again (abortLocked). Preallocating those ranges would force the backing
+// file system to allocate blocks it would have allocated later in one piece (ext4's
+// delayed allocation): zone files then lay in more extents, and rm -rf of a tree was
+// a fifth slower. A backing file system that cannot find holes (SEEK_HOLE) or
 // preallocate writes as before.
 func reserve(fd int, u *undo, off, length int64) error {
-	length = min(off+length, crypto.BackingSize(u.size)) - off
-	if length <= 0 {
+	limit := min(off+length, crypto.BackingSize(u.size))
+	if limit <= off {
 		return nil
 	}
-	err := syscall.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, length)
+	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil || hole >= limit {
+		return nil
+	}
+	err = syscall.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, hole, limit-hole)
 	if err == syscall.EOPNOTSUPP || err == syscall.ENOSYS {
 		return nil
 	}
