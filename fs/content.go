@@ -542,8 +542,9 @@ func (n *node) learnSizeLocked(fd int, backing int64) error {
 // last block unable to authenticate: either the old block, still whole, followed by
 // part of its new tail (written first, see pwriteTailFirst), or a new block cut short.
 // The old block is found by trying the shorter lengths (at most 4,095 block opens, on
-// this rare path only); else the torn block is left out. Only the key holder can have
-// sealed a block found so, for this file and block number.
+// this rare path only); a block that authenticates at no length is kept, and reads of
+// it fail. Only the key holder can have sealed a block found so, for this file and
+// block number.
 func (n *node) intactSizeLocked(fd int, size int64) (int64, error) {
 	if size == 0 {
 		return 0, nil
@@ -564,5 +565,9 @@ func (n *node) intactSizeLocked(fd int, size int64) (int64, error) {
 			return last*bs + k - crypto.BlockOverhead, nil
 		}
 	}
-	return last * bs, nil
+	// Tampered, or a new block cut short by a crash: the two cannot be told apart, and
+	// dropping the block would let anyone who can write the disk cut a file short
+	// unseen. It stays: reading it answers EIO, the blocks before it read as before.
+	n.fsys.log.Printf("%s: its last block (%d) does not authenticate at any length: tampered, or torn by a crash; reads of it answer EIO", n.path(), last)
+	return size, nil
 }

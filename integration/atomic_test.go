@@ -3,7 +3,9 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -127,10 +129,13 @@ func TestTornTail(t *testing.T) {
 		name    string
 		size    int   // written through the mount
 		backing int64 // then cut to
+		// bad: the cut leaves a last block that authenticates at no length, which is
+		// kept (it could be tampering) and reads as EIO.
+		bad bool
 	}{
-		{"one", 3*crypto.BlockSize + 1000, whole + 1},
-		{"twentyeight", 3*crypto.BlockSize + 1000, whole + crypto.BlockOverhead},
-		{"threethousand", 4 * crypto.BlockSize, whole + 3000},
+		{"one", 3*crypto.BlockSize + 1000, whole + 1, false},
+		{"twentyeight", 3*crypto.BlockSize + 1000, whole + crypto.BlockOverhead, false},
+		{"threethousand", 4 * crypto.BlockSize, whole + 3000, true},
 	}
 	for _, c := range cases {
 		if err := os.WriteFile(filepath.Join(zone, c.name), patterned(c.size), 0o644); err != nil {
@@ -147,13 +152,19 @@ func TestTornTail(t *testing.T) {
 	intact := patterned(3 * crypto.BlockSize)
 	for _, c := range cases {
 		p := filepath.Join(zone, c.name)
-		checkContents(t, p, intact)
-		if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(intact)) {
-			t.Errorf("%s: stat %v, size %d, want %d", c.name, err, fi.Size(), len(intact))
+		why := ": torn tail"
+		if c.bad {
+			checkBadTail(t, p, intact)
+			why = ": its last block (3) does not authenticate"
+		} else {
+			checkContents(t, p, intact)
+			if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(intact)) {
+				t.Errorf("%s: stat %v, size %d, want %d", c.name, err, fi.Size(), len(intact))
+			}
 		}
 		log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
-		if !bytes.Contains(log, []byte(e.backingOf(p)+": torn tail")) {
-			t.Errorf("daemon log does not name %s", e.backingOf(p))
+		if !bytes.Contains(log, []byte(e.backingOf(p)+why)) {
+			t.Errorf("daemon log does not name %s (%q)", e.backingOf(p), why)
 		}
 		more := []byte("appended after the torn tail\n")
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
@@ -169,6 +180,28 @@ func TestTornTail(t *testing.T) {
 	e.remount()
 	for _, c := range cases {
 		checkContents(t, filepath.Join(zone, c.name), append(intact, []byte("appended after the torn tail\n")...))
+	}
+}
+
+// checkBadTail: a file whose last block authenticates at no length opens, its intact
+// blocks read, a read of the whole fails with EIO, and once cut back to its intact part
+// (as an operator would) it is an ordinary file.
+func checkBadTail(t *testing.T, p string, intact []byte) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	got := make([]byte, len(intact))
+	if _, err := io.ReadFull(f, got); err != nil || !bytes.Equal(got, intact) {
+		t.Errorf("read of the intact part: %v", err)
+	}
+	f.Close()
+	if _, err := os.ReadFile(p); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of the whole: %v, want EIO", err)
+	}
+	if err := os.Truncate(p, int64(len(intact))); err != nil {
+		t.Fatal(err)
 	}
 }
 
