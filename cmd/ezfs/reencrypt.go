@@ -112,6 +112,9 @@ func progressBar(j control.JobStatus) string {
 func progressLine(j control.JobStatus) string {
 	s := fmt.Sprintf("%s %s: %d re-encrypted, %d current, %d failures, %.0f files/s",
 		j.Zone, j.State, j.Reencrypted, j.AlreadyCurrent, j.Failures, j.FilesPerSecond)
+	if j.UpgradedV1 > 0 {
+		s += fmt.Sprintf(" (%d from EDEK format v1)", j.UpgradedV1)
+	}
 	if j.ETASeconds > 0 {
 		s += fmt.Sprintf(", ETA %s", (time.Duration(j.ETASeconds) * time.Second).String())
 	}
