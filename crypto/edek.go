@@ -201,15 +201,6 @@ func (e *EDEK) wrappingKey(zoneKey []byte, zone ZoneID, keyName string) ([32]byt
 	return hmacExpand(&inner, len(msg)-sha256.BlockSize), nil
 }
 
-// hkdfExpand32 is HKDF-Expand-SHA256 of 32 bytes for a prk of at most one block and
-// an info of at most maxEDEKv2Info bytes (the tests' entry to wrappingKey's code).
-func hkdfExpand32(prk []byte, info []byte) [32]byte {
-	var inner [sha256.BlockSize + maxEDEKv2Info + 1]byte
-	copy(inner[:], prk)
-	copy(inner[sha256.BlockSize:], info)
-	return hmacExpand(&inner, len(info))
-}
-
 // hmacExpand computes HMAC-SHA256(key, info ‖ 0x01), where inner holds the key
 // (zero-padded to a block) followed by infoLen bytes of info; it zeroes inner.
 func hmacExpand(inner *[sha256.BlockSize + maxEDEKv2Info + 1]byte, infoLen int) [32]byte {

@@ -313,7 +313,16 @@ func BenchmarkSealEDEK(b *testing.B) {
 	}
 }
 
-// hkdfExpand32 is HKDF-Expand: RFC 5869's test case 1 (its first 32 bytes of OKM, from
+// hkdfExpand32 is HKDF-Expand-SHA256 of 32 bytes for a prk of at most one block and
+// an info of at most maxEDEKv2Info bytes (wrappingKey's code, for the tests).
+func hkdfExpand32(prk []byte, info []byte) [32]byte {
+	var inner [sha256.BlockSize + maxEDEKv2Info + 1]byte
+	copy(inner[:], prk)
+	copy(inner[sha256.BlockSize:], info)
+	return hmacExpand(&inner, len(info))
+}
+
+// wrappingKey's HKDF-Expand: RFC 5869's test case 1 (its first 32 bytes of OKM, from
 // the PRK), and crypto/hkdf on random keys and infos of every length a record uses.
 func TestHKDFExpand(t *testing.T) {
 	prk := unhex(t, "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")

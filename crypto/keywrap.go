@@ -80,8 +80,10 @@ func unwrapInto(b cipher.Block, c, out []byte) error {
 			copy(r, buf[8:])
 		}
 	}
+	binary.BigEndian.PutUint64(buf[:8], a)
+	ok := subtle.ConstantTimeCompare(buf[:8], kwIV[:]) == 1
 	clear(buf[:])
-	if subtle.ConstantTimeEq(int32(a>>32^0xA6A6A6A6)|int32(uint32(a)^0xA6A6A6A6), 0) != 1 {
+	if !ok {
 		Zero(out)
 		return fmt.Errorf("key unwrap: integrity check failed: %w", ErrAuth)
 	}
