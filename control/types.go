@@ -76,6 +76,8 @@ type FileInfo struct {
 	Key        string `json:"key,omitempty"`
 	KeyVersion uint32 `json:"key_version,omitempty"`
 	FileID     string `json:"file_id,omitempty"`
+	// EDEKFormat is the format version of the file's EDEK record (1 or 2).
+	EDEKFormat int    `json:"edek_format,omitempty"`
 	Note       string `json:"note,omitempty"`
 }
 
@@ -131,6 +133,7 @@ type JobStatus struct {
 	Completed      *time.Time   `json:"completion_time,omitempty"`
 	Reencrypted    int64        `json:"files_reencrypted"`
 	AlreadyCurrent int64        `json:"files_already_current"`
+	UpgradedV1     int64        `json:"upgraded_v1"` // of Reencrypted, records that were EDEK format v1
 	Failures       int64        `json:"failures"`
 	Files          int64        `json:"files"`
 	ExtraLinks     int64        `json:"extra_hard_links"`

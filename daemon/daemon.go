@@ -501,7 +501,7 @@ func (d *daemon) fileInfo(path string) (*control.FileInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("/%s: %w", rel, err)
 	}
-	fi.Encrypted, fi.Key, fi.KeyVersion = true, edek.KeyName, edek.KeyVersion
-	fi.FileID = fmt.Sprintf("%x", edek.FileID[:])
+	fi.Encrypted, fi.Key, fi.KeyVersion = true, edek.KeyNameIn(e.Zone.Key), edek.KeyVersion
+	fi.FileID, fi.EDEKFormat = fmt.Sprintf("%x", edek.FileID[:]), edek.Format
 	return fi, nil
 }

@@ -60,7 +60,7 @@ func (k *slowKeys) OpenFileKey(ctx context.Context, z *zones.Zone, rec []byte) (
 	if err != nil {
 		return nil, nil, err
 	}
-	dek, err := e.Open(k.key, z.ID)
+	dek, err := e.Open(k.key, z.ID, e.KeyNameIn(z.Key))
 	return dek, e, err
 }
 

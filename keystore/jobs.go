@@ -49,6 +49,7 @@ type Job struct {
 	Rewrapped  int64  `json:"reencrypted"`
 	Current    int64  `json:"already_current"`
 	Failures   int64  `json:"failures"`
+	UpgradedV1 int64  `json:"upgraded_v1"` // of Rewrapped, records that were EDEK format v1
 
 	FailedFiles []FailedFile `json:"failed_files,omitempty"`
 	// Versions counts files per zone key version when the job ended: the reference

@@ -305,10 +305,10 @@ func (ru *run) finish(state, reason string) {
 	j := ru.job
 	ru.mu.Unlock()
 	ru.save()
-	ru.r.log.Printf("reencrypt /%s: %s: %d re-encrypted, %d already current, %d failures %s",
-		j.ZonePath, state, j.Rewrapped, j.Current, len(ru.failed), reason)
+	ru.r.log.Printf("reencrypt /%s: %s: %d re-encrypted (%d from EDEK format v1), %d already current, %d failures %s",
+		j.ZonePath, state, j.Rewrapped, j.UpgradedV1, j.Current, len(ru.failed), reason)
 	ru.r.audit.Action("reencrypt.end", map[string]any{"zone": "/" + j.ZonePath, "state": state,
-		"reencrypted": j.Rewrapped, "failures": j.Failures, "target": j.Target}, nil)
+		"reencrypted": j.Rewrapped, "upgraded_v1": j.UpgradedV1, "failures": j.Failures, "target": j.Target}, nil)
 }
 
 func (ru *run) loop() {
@@ -444,6 +444,7 @@ type result struct {
 	item
 	outcome outcome
 	version uint32 // the file's key version afterwards
+	fromV1  bool   // rewrapped from an EDEK record in format v1
 	reason  string
 	devIno  [2]uint64
 	nlink   uint64
@@ -549,6 +550,9 @@ func (ru *run) apply(res result, isSweep bool) {
 	switch res.outcome {
 	case rewrapped:
 		j.Rewrapped++
+		if res.fromV1 {
+			j.UpgradedV1++
+		}
 		j.Versions[res.version]++
 		delete(ru.failed, res.rel)
 	case current:
@@ -619,10 +623,14 @@ func (ru *run) rewrapFile(it item) (result, bool) {
 	}
 	res.version = e.KeyVersion
 	target := ru.target
-	if e.KeyVersion >= target && e.KeyName == ru.zone.Key {
+	// A record in an older format is never current: the job rewrites it in the
+	// current one, so that a zone is upgraded online. A v2 record is under the zone's
+	// key by construction.
+	if e.Format == crypto.EDEKCurrent && e.KeyVersion >= target {
 		res.outcome = current
 		return res, false
 	}
+	res.fromV1 = e.Format == crypto.EDEKv1
 	newRec, err := ru.r.keys.Rewrap(ru.ctx, ru.zone, rec, target)
 	if err != nil {
 		return fail(err.Error(), errors.Is(err, keystore.ErrUnavailable))

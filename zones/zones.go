@@ -239,7 +239,7 @@ type Keys struct {
 }
 
 // NewFileKey makes a data key for a new file in zone z, sealed under the newest version
-// of the zone's key. It returns the DEK (the caller zeroes it), the EDEK record for the
+// of the zone's key in the current EDEK format (v2). It returns the DEK (the caller zeroes it), the EDEK record for the
 // xattr and the file ID.
 func (k *Keys) NewFileKey(ctx context.Context, z *Zone) ([]byte, []byte, crypto.FileID, error) {
 	var id crypto.FileID
@@ -271,17 +271,19 @@ func (k *Keys) NewFileKey(ctx context.Context, z *Zone) ([]byte, []byte, crypto.
 	return dek, rec, id, nil
 }
 
-// OpenFileKey opens an EDEK record of a file in zone z. Tampering, a record from
-// another file or zone, or a wrong key is keystore.ErrInvalidCiphertext.
+// OpenFileKey opens an EDEK record of a file in zone z, of any format (a v2 record is
+// under the zone's key, a v1 record names its own). Tampering, a record from another
+// file or zone, or a wrong key is keystore.ErrInvalidCiphertext.
 func (k *Keys) OpenFileKey(ctx context.Context, z *Zone, rec []byte) ([]byte, *crypto.EDEK, error) {
 	e, err := crypto.ParseEDEK(rec)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%v: %w", err, keystore.ErrInvalidCiphertext)
 	}
+	name := e.KeyNameIn(z.Key)
 	var dek []byte
-	err = k.Ring.WithZoneKey(ctx, e.KeyName, e.KeyVersion, func(key []byte) error {
+	err = k.Ring.WithZoneKey(ctx, name, e.KeyVersion, func(key []byte) error {
 		var err error
-		dek, err = e.Open(key, z.ID)
+		dek, err = e.Open(key, z.ID, name)
 		if errors.Is(err, crypto.ErrAuth) {
 			return fmt.Errorf("%v: %w", err, keystore.ErrInvalidCiphertext)
 		}
@@ -290,9 +292,9 @@ func (k *Keys) OpenFileKey(ctx context.Context, z *Zone, rec []byte) ([]byte, *c
 	return dek, e, err
 }
 
-// Rewrap re-seals the data key of EDEK record rec under version target of the zone's
-// key, and checks that the new record opens to the same data key. File contents are
-// not involved: the DEK never changes.
+// Rewrap re-seals the data key of EDEK record rec (of any format) under version target
+// of the zone's key, in the current format, and checks that the new record opens to the
+// same data key. File contents are not involved: the DEK and file ID never change.
 func (k *Keys) Rewrap(ctx context.Context, z *Zone, rec []byte, target uint32) ([]byte, error) {
 	dek, old, err := k.OpenFileKey(ctx, z, rec)
 	if err != nil {
@@ -305,7 +307,7 @@ func (k *Keys) Rewrap(ctx context.Context, z *Zone, rec []byte, target uint32) (
 		if err != nil {
 			return err
 		}
-		check, err := e.Open(key, z.ID)
+		check, err := e.Open(key, z.ID, z.Key)
 		if err != nil {
 			return err
 		}

@@ -545,6 +545,7 @@ func cmdFileInfo(c *cli.Context) error {
 	if fi.Encrypted {
 		fmt.Printf("key:       %s@%d\n", fi.Key, fi.KeyVersion)
 		fmt.Printf("file id:   %s\n", fi.FileID)
+		fmt.Printf("EDEK:      format v%d\n", fi.EDEKFormat)
 	}
 	if fi.Note != "" {
 		fmt.Printf("note:      %s\n", fi.Note)

@@ -110,8 +110,12 @@ func progressBar(j control.JobStatus) string {
 }
 
 func progressLine(j control.JobStatus) string {
-	s := fmt.Sprintf("%s %s: %d re-encrypted, %d current, %d failures, %.0f files/s",
-		j.Zone, j.State, j.Reencrypted, j.AlreadyCurrent, j.Failures, j.FilesPerSecond)
+	upgraded := ""
+	if j.UpgradedV1 > 0 {
+		upgraded = fmt.Sprintf(" (%d from EDEK format v1)", j.UpgradedV1)
+	}
+	s := fmt.Sprintf("%s %s: %d re-encrypted%s, %d current, %d failures, %.0f files/s",
+		j.Zone, j.State, j.Reencrypted, upgraded, j.AlreadyCurrent, j.Failures, j.FilesPerSecond)
 	if j.ETASeconds > 0 {
 		s += fmt.Sprintf(", ETA %s", (time.Duration(j.ETASeconds) * time.Second).String())
 	}
@@ -191,6 +195,7 @@ func printJob(j control.JobStatus, failures bool) {
 	fmt.Fprintf(w, "completion time:\t%s\n", completed)
 	fmt.Fprintf(w, "files:\t%d (%d more hard links to them)\n", j.Files, j.ExtraLinks)
 	fmt.Fprintf(w, "files re-encrypted:\t%d\n", j.Reencrypted)
+	fmt.Fprintf(w, "  from EDEK format v1:\t%d\n", j.UpgradedV1)
 	fmt.Fprintf(w, "already on target:\t%d\n", j.AlreadyCurrent)
 	fmt.Fprintf(w, "failures:\t%d\n", j.Failures)
 	fmt.Fprintf(w, "last file checkpointed:\t%s\n", j.Checkpoint)
