@@ -198,13 +198,14 @@ func TestTamperedZoneKey(t *testing.T) {
 	}
 	ka, _ := s.ZoneKey("ka")
 	kb, _ := s.ZoneKey("kb")
+	v1 := keystore.MainRef{Name: keystore.DefaultMain, Version: 1}
 	flipped := bytes.Clone(ka.Versions[0].Wrapped)
 	flipped[len(flipped)/2] ^= 1
-	if err := s.SetZoneKeyWrap("ka", 1, 1, 1, flipped); err != nil {
+	if err := s.SetZoneKeyWrap("ka", 1, v1, v1, flipped); err != nil {
 		t.Fatal(err)
 	}
 	// kc@1 now holds kb@1's (valid) wrapped key: it unwraps, but is bound to kb@1.
-	if err := s.SetZoneKeyWrap("kc", 1, 1, 1, kb.Versions[0].Wrapped); err != nil {
+	if err := s.SetZoneKeyWrap("kc", 1, v1, v1, kb.Versions[0].Wrapped); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

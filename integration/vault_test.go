@@ -150,7 +150,7 @@ func TestVault(t *testing.T) {
 		t.Errorf("status with Vault sealed: %+v", st)
 	}
 	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
-	if !strings.Contains(string(log), "unwrap kb@1 with main key v1 (vault)") || !strings.Contains(string(log), "unavailable") {
+	if !strings.Contains(string(log), "unwrap kb@1 with main key default v1 (vault)") || !strings.Contains(string(log), "unavailable") {
 		t.Errorf("the log does not name provider, key version and reason:\n%s", log)
 	}
 	v.unseal()
@@ -205,7 +205,7 @@ func TestVaultRevokedToken(t *testing.T) {
 		t.Errorf("zone b after the token is revoked: %v, want EACCES", err)
 	}
 	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
-	if !strings.Contains(string(log), "unwrap kb@1 with main key v1 (vault)") || !strings.Contains(string(log), "permission denied") {
+	if !strings.Contains(string(log), "unwrap kb@1 with main key default v1 (vault)") || !strings.Contains(string(log), "permission denied") {
 		t.Errorf("the log does not name key version and reason:\n%s", log)
 	}
 }
@@ -234,7 +234,7 @@ func TestRotationChain(t *testing.T) {
 		t.Fatalf("key describe after kms set + roll: %+v", vs)
 	}
 	out := e.run("key", "describe", "--mount", e.mnt, "k")
-	if !strings.Contains(out, "main key v1 (system)") || !strings.Contains(out, "main key v2 (vault)") {
+	if !strings.Contains(out, "main key default v1 (system)") || !strings.Contains(out, "main key default v2 (vault)") {
 		t.Errorf("key describe:\n%s", out)
 	}
 	check := func() {
