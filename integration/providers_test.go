@@ -24,6 +24,14 @@ const (
 // SOFTHSM2_CONF and EZFS_EXTERNAL_KEY_PIN at it.
 func softHSM(t *testing.T) {
 	t.Helper()
+	softHSMConf(t)
+	initToken(t, tokenLabel, tokenPIN)
+	t.Setenv("EZFS_EXTERNAL_KEY_PIN", tokenPIN)
+}
+
+// softHSMConf points SOFTHSM2_CONF at an empty token folder of this test.
+func softHSMConf(t *testing.T) {
+	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "softhsm2.conf")
 	if err := os.MkdirAll(filepath.Join(dir, "tokens"), 0o700); err != nil {
@@ -35,9 +43,13 @@ func softHSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("SOFTHSM2_CONF", conf)
-	t.Setenv("EZFS_EXTERNAL_KEY_PIN", tokenPIN)
-	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", tokenLabel,
-		"--so-pin", "so-"+tokenPIN, "--pin", tokenPIN).CombinedOutput()
+}
+
+// initToken makes a token labelled label with user PIN pin in the test's SoftHSM.
+func initToken(t *testing.T, label, pin string) {
+	t.Helper()
+	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", label,
+		"--so-pin", "so-"+pin, "--pin", pin).CombinedOutput()
 	if err != nil {
 		t.Fatalf("softhsm2-util: %v: %s", err, out)
 	}

@@ -107,7 +107,9 @@ func startVault(t *testing.T) *vaultServer {
 
 func (v *vaultServer) cli(args ...string) string {
 	v.t.Helper()
-	out, err := exec.Command(v.bin, args...).CombinedOutput()
+	cmd := exec.Command(v.bin, args...)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+v.addr) // this server, whichever the test's environment names
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		v.t.Fatalf("vault %s: %v: %s", strings.Join(args, " "), err, out)
 	}

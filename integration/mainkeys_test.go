@@ -1,0 +1,341 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ezfs/ezfs/control"
+)
+
+// tenant is one main key of a multi-tenant mount, with the zone it protects.
+type tenant struct {
+	main, key, zone string
+	create          []string // kms create flags; nil for the default main key
+}
+
+// writeSecret puts a credential in a 0600 file of the test and returns its path.
+func writeSecret(t *testing.T, name, secret string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// token makes a token of its own on v (not the root token both dev servers share).
+func (v *vaultServer) token() string {
+	return strings.TrimSpace(v.cli("token", "create", "-field=token"))
+}
+
+// multiTenant is a mount whose default main key is system, with main keys on two
+// tokens of one SoftHSM module and on two Vault servers, each with its own credential
+// file, and a zone under each. The mount's own PIN and Vault variables are unset
+// afterwards: only the recorded addresses and credential files serve the tenants.
+func multiTenant(t *testing.T) (*env, []tenant) {
+	softHSMConf(t)
+	for _, tok := range []struct{ label, pin string }{{"tokA", "1111-a"}, {"tokB", "2222-b"}} {
+		initToken(t, tok.label, tok.pin)
+	}
+	va, vb := startVault(t), startVault(t)
+	t.Setenv("EZFS_EXTERNAL_KEY_PIN", "")
+	e := newEnv(t)
+	ts := []tenant{
+		{main: "default", key: "kd", zone: "zd"},
+		{main: "hsmA", key: "ka", zone: "za", create: []string{"--provider", "pkcs11", "--pkcs11-module", softhsmModule,
+			"--pkcs11-token", "tokA", "--pkcs11-key", "tenant-a", "--pin-file", writeSecret(t, "pin-a", "1111-a")}},
+		{main: "hsmB", key: "kb", zone: "zb", create: []string{"--provider", "pkcs11", "--pkcs11-module", softhsmModule,
+			"--pkcs11-token", "tokB", "--pkcs11-key", "tenant-b", "--pin-file", writeSecret(t, "pin-b", "2222-b")}},
+		{main: "vaultA", key: "kva", zone: "zva", create: []string{"--provider", "vault", "--vault-addr", va.addr,
+			"--vault-key", "tenant-va", "--vault-token-file", writeSecret(t, "token-a", va.token())}},
+		{main: "vaultB", key: "kvb", zone: "zvb", create: []string{"--provider", "vault", "--vault-addr", vb.addr,
+			"--vault-key", "tenant-vb", "--vault-token-file", writeSecret(t, "token-b", vb.token())}},
+	}
+	for _, tn := range ts {
+		if tn.create != nil {
+			e.run(append([]string{"kms", "create", tn.main, "--mount", e.mnt}, tn.create...)...)
+		}
+		e.run("key", "create", tn.key, "--main-key", tn.main, "--mount", e.mnt)
+		e.zone(tn.zone, tn.key)
+		writeFile(t, filepath.Join(e.mnt, tn.zone, "f"), "data of "+tn.main)
+	}
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:1") // nothing listens: the daemon must not use it
+	t.Setenv("VAULT_TOKEN", "")
+	return e, ts
+}
+
+func writeFile(t *testing.T, p, data string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readBack(t *testing.T, e *env, tn tenant, name, want string) {
+	t.Helper()
+	got, err := os.ReadFile(filepath.Join(e.mnt, tn.zone, name))
+	if err != nil || string(got) != want {
+		t.Errorf("%s/%s (main key %s): %q %v, want %q", tn.zone, name, tn.main, got, err, want)
+	}
+}
+
+func (e *env) describe(key string) control.KeyInfo {
+	e.t.Helper()
+	var ki control.KeyInfo
+	decodeJSON(e.t, e.run("key", "describe", "--json", "--mount", e.mnt, key), &ki)
+	return ki
+}
+
+// chain is each version of key as NAME@N<MAIN vM.
+func (e *env) chain(key string) []string {
+	e.t.Helper()
+	var out []string
+	for _, v := range e.describe(key).Versions {
+		out = append(out, fmt.Sprintf("%s@%d<%s v%d", key, v.Version, v.MainKey, v.MainVersion))
+	}
+	return out
+}
+
+// TestMultiTenantMainKeys (criterion 1): one mount, a zone under each of five main
+// keys: default (system), two tokens of one SoftHSM module, two Vault servers, each
+// tenant with its own PIN or token file. All read back after a remount with the
+// environment's Vault address pointing nowhere and no mount-wide PIN. Retiring one
+// token's old version closes its provider, and the other token keeps unwrapping (the
+// module is not finalized under it).
+func TestMultiTenantMainKeys(t *testing.T) {
+	e, ts := multiTenant(t)
+	e.remount()
+	for _, tn := range ts {
+		readBack(t, e, tn, "f", "data of "+tn.main)
+	}
+	st := e.status()
+	if len(st.Providers) != len(ts) {
+		t.Errorf("status has %d main key versions, want %d: %+v", len(st.Providers), len(ts), st.Providers)
+	}
+	for _, p := range st.Providers {
+		if !p.OK {
+			t.Errorf("status: main key %s v%d (%s): %s", p.MainKey, p.MainVersion, p.Kind, p.Error)
+		}
+	}
+	var mks []control.MainKeyInfo
+	decodeJSON(t, e.run("kms", "show", "--json", "--mount", e.mnt), &mks)
+	for _, mk := range mks {
+		if mk.Name == "hsmB" && (mk.Settings["token"] != "tokB" || mk.Settings["module"] != softhsmModule ||
+			!strings.HasPrefix(mk.Credential, "file ") || !reflect.DeepEqual(mk.ZoneKeys, []string{"kb@1"})) {
+			t.Errorf("kms show hsmB: %+v", mk)
+		}
+		if mk.Name == "vaultB" && (!strings.HasPrefix(mk.Settings["address"], "http://127.0.0.1:") || mk.Settings["auth"] != "token") {
+			t.Errorf("kms show vaultB: %+v", mk)
+		}
+	}
+	// The secrets are nowhere in the keystore.
+	raw, err := os.ReadFile(filepath.Join(e.ksDir(), "keystore.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"1111-a", "2222-b"} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("the keystore holds the PIN %q", secret)
+		}
+	}
+
+	// Rotate hsmA on tokA, re-wrap, retire v1: v1's provider is closed.
+	e.run("kms", "rotate", "hsmA", "--mount", e.mnt)
+	e.run("kms", "rewrap", "hsmA", "--mount", e.mnt)
+	e.run("kms", "retire", "hsmA", "1", "--mount", e.mnt)
+	// A new zone key under hsmB needs a new unwrap on tokB now.
+	e.run("key", "create", "kb2", "--main-key", "hsmB", "--mount", e.mnt)
+	e.zone("zb2", "kb2")
+	writeFile(t, filepath.Join(e.mnt, "zb2", "g"), "after tokA's v1 closed")
+	b2 := tenant{main: "hsmB", zone: "zb2"}
+	e.remount()
+	readBack(t, e, b2, "g", "after tokA's v1 closed")
+	e.run("key", "roll", "kb", "--mount", e.mnt)
+	writeFile(t, filepath.Join(e.mnt, "zb", "h"), "under kb@2")
+	e.run("kms", "rotate", "hsmA", "--mount", e.mnt)
+	e.run("kms", "rewrap", "hsmA", "--mount", e.mnt)
+	e.run("kms", "retire", "hsmA", "2", "--mount", e.mnt)
+	readBack(t, e, ts[2], "h", "under kb@2")
+	e.run("key", "roll", "kb", "--mount", e.mnt)
+	writeFile(t, filepath.Join(e.mnt, "zb", "i"), "under kb@3")
+	readBack(t, e, ts[2], "i", "under kb@3")
+	if st := e.status(); !allOK(st) {
+		t.Errorf("status after retiring tokA versions: %+v", st.Providers)
+	}
+}
+
+func allOK(st control.Status) bool {
+	for _, p := range st.Providers {
+		if !p.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRotateOneMainKey (criterion 2): kms rotate of one main key changes nothing for
+// the others (key describe, kms show --json); a roll of each zone key wraps under its
+// own main key's current version.
+func TestRotateOneMainKey(t *testing.T) {
+	e, ts := multiTenant(t)
+	type view struct {
+		Name, Fingerprint, State string
+		Version                  uint32
+		Current                  bool
+		ZoneKeys                 []string
+	}
+	show := func() map[string][]view {
+		var mks []control.MainKeyInfo
+		decodeJSON(t, e.run("kms", "show", "--json", "--mount", e.mnt), &mks)
+		out := map[string][]view{}
+		for _, mk := range mks {
+			out[mk.Name] = append(out[mk.Name], view{mk.Name, mk.Fingerprint, mk.State, mk.Version, mk.Current, mk.ZoneKeys})
+		}
+		return out
+	}
+	beforeShow := show()
+	beforeChains := map[string][]string{}
+	for _, tn := range ts {
+		beforeChains[tn.key] = e.chain(tn.key)
+	}
+	e.run("kms", "rotate", "vaultB", "--mount", e.mnt)
+	e.run("kms", "rotate", "hsmB", "--mount", e.mnt)
+	afterShow := show()
+	for _, tn := range ts {
+		if got := e.chain(tn.key); !reflect.DeepEqual(got, beforeChains[tn.key]) {
+			t.Errorf("key describe %s after rotating vaultB and hsmB: %v, was %v", tn.key, got, beforeChains[tn.key])
+		}
+		rotated := tn.main == "vaultB" || tn.main == "hsmB"
+		if !rotated && !reflect.DeepEqual(afterShow[tn.main], beforeShow[tn.main]) {
+			t.Errorf("kms show %s changed: %+v, was %+v", tn.main, afterShow[tn.main], beforeShow[tn.main])
+		}
+		if rotated && (len(afterShow[tn.main]) != 2 || !afterShow[tn.main][1].Current || afterShow[tn.main][0].Current) {
+			t.Errorf("kms show %s after its rotation: %+v", tn.main, afterShow[tn.main])
+		}
+	}
+	for _, tn := range ts {
+		e.run("key", "roll", tn.key, "--mount", e.mnt)
+		want := "1"
+		if tn.main == "vaultB" || tn.main == "hsmB" {
+			want = "2"
+		}
+		chain := e.chain(tn.key)
+		if got := chain[len(chain)-1]; got != tn.key+"@2<"+tn.main+" v"+want {
+			t.Errorf("after key roll %s: %s, want under %s v%s", tn.key, got, tn.main, want)
+		}
+		writeFile(t, filepath.Join(e.mnt, tn.zone, "g"), "second of "+tn.main)
+	}
+	e.remount()
+	for _, tn := range ts {
+		readBack(t, e, tn, "f", "data of "+tn.main)
+		readBack(t, e, tn, "g", "second of "+tn.main)
+	}
+	out := e.run("key", "describe", "kvb", "--mount", e.mnt)
+	if !strings.Contains(out, "main key vaultB v1 (vault)") || !strings.Contains(out, "main key vaultB v2 (vault)") {
+		t.Errorf("key describe kvb:\n%s", out)
+	}
+}
+
+// TestSetMainKey (criterion 4): key set-main moves a zone key to a tenant's main key
+// and back; its files stay readable throughout (also with an empty key cache), their
+// EDEKs do not change, and key describe shows the chain.
+func TestSetMainKey(t *testing.T) {
+	e, ts := multiTenant(t)
+	d := ts[0]
+	e.run("key", "roll", d.key, "--mount", e.mnt)
+	writeFile(t, filepath.Join(e.mnt, d.zone, "g"), "under kd@2")
+	files := map[string]string{"f": "data of default", "g": "under kd@2"}
+	edeks := map[string][]byte{}
+	for n := range files {
+		edeks[n], _ = edekOf(t, filepath.Join(e.backing, d.zone, n))
+	}
+	check := func(when string) {
+		t.Helper()
+		for n, want := range files {
+			readBack(t, e, d, n, want)
+			if got, _ := edekOf(t, filepath.Join(e.backing, d.zone, n)); !bytes.Equal(got, edeks[n]) {
+				t.Errorf("%s: the EDEK of %s changed", when, n)
+			}
+		}
+	}
+	for _, main := range []string{"vaultB", "hsmA", "default"} {
+		e.run("key", "set-main", d.key, main, "--mount", e.mnt)
+		chain := e.chain(d.key)
+		for i, got := range chain {
+			if want := fmt.Sprintf("%s@%d<%s v1", d.key, i+1, main); got != want {
+				t.Errorf("key describe after set-main %s: %v, want every version under %s v1", main, chain, main)
+			}
+		}
+		if ki := e.describe(d.key); ki.MainKey != main {
+			t.Errorf("key describe: main key %q, want %q", ki.MainKey, main)
+		}
+		check("after set-main " + main)
+		e.remount() // an empty cache: the unwraps go to the new main key
+		check("after set-main " + main + " and a remount")
+		e.run("key", "roll", d.key, "--mount", e.mnt)
+		chain = e.chain(d.key)
+		if got := chain[len(chain)-1]; !strings.HasSuffix(got, "<"+main+" v1") {
+			t.Errorf("a roll after set-main %s: %s", main, got)
+		}
+	}
+	out := e.run("key", "describe", d.key, "--mount", e.mnt)
+	if !strings.Contains(out, "main key default") || !strings.Contains(out, "main key default v1 (system)") {
+		t.Errorf("key describe:\n%s", out)
+	}
+	e.fails("main key \"nosuch\"", "key", "set-main", d.key, "nosuch", "--mount", e.mnt)
+}
+
+// TestGoldenKeystore (criterion 8): a backing dir and keystore made by the code from
+// before named main keys (testdata/golden-v0, never regenerated) mounts and reads;
+// its main key is `default` v1 and its zone key is wrapped under it.
+func TestGoldenKeystore(t *testing.T) {
+	d := tempDir(t)
+	e := &env{t: t, backing: filepath.Join(d, "backing"), mnt: filepath.Join(d, "mnt")}
+	for _, p := range []string{filepath.Join(e.backing, ".ezfs"), e.mnt} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("tar", "--xattrs", "--xattrs-include=user.*", "-xpf", "testdata/golden-v0/backing.tar", "-C", e.backing).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	raw, err := os.ReadFile("../keystore/testdata/golden-v0/keystore.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.backing, ".ezfs", "keystore.db"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pass, err := os.ReadFile("../keystore/testdata/golden-v0/passphrase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EZFS_PASSPHRASE", string(pass))
+	t.Cleanup(e.cleanup)
+	e.mount()
+	got, err := os.ReadFile(filepath.Join(e.mnt, "z", "hello.txt"))
+	if err != nil || string(got) != "golden file made by ezfs be04e78\n" {
+		t.Fatalf("golden file: %q %v", got, err)
+	}
+	var mks []control.MainKeyInfo
+	decodeJSON(t, e.run("kms", "show", "--json", "--mount", e.mnt), &mks)
+	if len(mks) != 1 || mks[0].Name != "default" || mks[0].Version != 1 || !mks[0].Current || !reflect.DeepEqual(mks[0].ZoneKeys, []string{"k@1"}) {
+		t.Errorf("kms show: %+v", mks)
+	}
+	if got := e.chain("k"); !reflect.DeepEqual(got, []string{"k@1<default v1"}) {
+		t.Errorf("key describe k: %v", got)
+	}
+	writeFile(t, filepath.Join(e.mnt, "z", "new"), "after the upgrade")
+	e.remount()
+	for n, want := range map[string]string{"hello.txt": "golden file made by ezfs be04e78\n", "new": "after the upgrade"} {
+		if got, err := os.ReadFile(filepath.Join(e.mnt, "z", n)); err != nil || string(got) != want {
+			t.Errorf("%s after remount: %q %v", n, got, err)
+		}
+	}
+}
