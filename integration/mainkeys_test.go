@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ezfs/ezfs/control"
 )
@@ -336,6 +338,169 @@ func TestGoldenKeystore(t *testing.T) {
 	for n, want := range map[string]string{"hello.txt": "golden file made by ezfs be04e78\n", "new": "after the upgrade"} {
 		if got, err := os.ReadFile(filepath.Join(e.mnt, "z", n)); err != nil || string(got) != want {
 			t.Errorf("%s after remount: %q %v", n, got, err)
+		}
+	}
+}
+
+// TestSwitchDefaultToken (criterion 3): default's v1 is on token C (the mount's PIN),
+// kms set default moves it to token A (its own PIN file): after a remount files under
+// both versions read; after kms rewrap default, v1 is retired and the mount needs no
+// PIN of its own any more.
+func TestSwitchDefaultToken(t *testing.T) {
+	softHSMConf(t)
+	initToken(t, "tokC", "3333-c")
+	initToken(t, "tokA", "1111-a")
+	t.Setenv("EZFS_EXTERNAL_KEY_PIN", "3333-c")
+	e := newEnvInit(t, []string{"--provider", "pkcs11", "--pkcs11-module", softhsmModule, "--pkcs11-token", "tokC", "--pkcs11-key", "mk"})
+	zone := e.zone("z", "k")
+	writeFile(t, filepath.Join(zone, "one"), "under k@1, default v1 on tokC")
+	e.run("kms", "set", "default", "--mount", e.mnt, "--provider", "pkcs11", "--pkcs11-module", softhsmModule,
+		"--pkcs11-token", "tokA", "--pkcs11-key", "mk2", "--pin-file", writeSecret(t, "pin-a", "1111-a"))
+	e.run("key", "roll", "k", "--mount", e.mnt)
+	writeFile(t, filepath.Join(zone, "two"), "under k@2, default v2 on tokA")
+	// At once, before a remount (the first failure), and after one.
+	check := func(when string) {
+		t.Helper()
+		for n, want := range map[string]string{"one": "under k@1, default v1 on tokC", "two": "under k@2, default v2 on tokA"} {
+			if got, err := os.ReadFile(filepath.Join(zone, n)); err != nil || string(got) != want {
+				t.Errorf("%s: %s: %q %v", when, n, got, err)
+			}
+		}
+	}
+	writeFile(t, filepath.Join(zone, "three"), "written at once")
+	e.remount()
+	check("after a remount")
+	if got := e.chain("k"); !reflect.DeepEqual(got, []string{"k@1<default v1", "k@2<default v2"}) {
+		t.Errorf("key describe: %v", got)
+	}
+	e.fails("still wraps k@1", "kms", "retire", "default", "1", "--mount", e.mnt)
+	e.run("kms", "rewrap", "default", "--mount", e.mnt)
+	e.run("kms", "retire", "default", "1", "--mount", e.mnt)
+	if got := e.chain("k"); !reflect.DeepEqual(got, []string{"k@1<default v2", "k@2<default v2"}) {
+		t.Errorf("key describe after rewrap: %v", got)
+	}
+	e.umount()
+	if out, errOut, err := ezfsEnv([]string{"EZFS_EXTERNAL_KEY_PIN="}, "mount", e.backing, e.mnt); err != nil {
+		t.Fatalf("mount without the mount's PIN after retiring v1: %v %s %s", err, out, errOut)
+	}
+	check("after retiring v1, mounted without a PIN")
+}
+
+// TestTenantVaultDown (criterion 5): the second Vault is sealed while mounted: once its
+// cache entry expires (--key-ttl), its zone's unwraps fail with EIO and the reason in
+// the log, the other zones keep working, status says so and since when; unsealed, it
+// works again without a remount. Mounting while it is sealed succeeds; its zone is EIO.
+// A revoked token file answers EACCES.
+func TestTenantVaultDown(t *testing.T) {
+	e, ts := multiTenant(t)
+	vb, va := ts[4], ts[3]
+	// A file's node keeps its cipher once opened: every check opens a file not opened
+	// since the mount, which needs its zone key.
+	for _, tn := range ts {
+		for i := 1; i <= 4; i++ {
+			writeFile(t, filepath.Join(e.mnt, tn.zone, fmt.Sprint("n", i)), fmt.Sprint(tn.main, " ", i))
+		}
+	}
+	servers := vaultServers(t, e)
+	mountTTL := func() {
+		t.Helper()
+		e.run("mount", e.backing, e.mnt, "--key-ttl", "1s")
+	}
+	fresh := func(tn tenant, i int, want syscall.Errno) {
+		t.Helper()
+		got, err := os.ReadFile(filepath.Join(e.mnt, tn.zone, fmt.Sprint("n", i)))
+		if errnoOf(err) != want || (want == 0 && string(got) != fmt.Sprint(tn.main, " ", i)) {
+			t.Errorf("%s/n%d (main key %s): %q %v, want errno %d", tn.zone, i, tn.main, got, err, want)
+		}
+	}
+	e.umount()
+	mountTTL()
+	for _, tn := range ts {
+		readBack(t, e, tn, "f", "data of "+tn.main)
+	}
+	servers["vaultB"].seal()
+	time.Sleep(2 * time.Second) // the cached zone keys expire
+	fresh(vb, 1, syscall.EIO)
+	for _, tn := range ts[:4] {
+		fresh(tn, 1, 0)
+	}
+	checkHealth(t, e, "vaultB", "sealed")
+	if log := e.daemonLog(); !strings.Contains(log, "unwrap kvb@1 with main key vaultB v1 (vault)") || !strings.Contains(log, "sealed") {
+		t.Errorf("the log does not say why:\n%s", log)
+	}
+	servers["vaultB"].unseal()
+	fresh(vb, 1, 0)
+	checkHealth(t, e, "vaultB", "")
+
+	e.umount()
+	servers["vaultB"].seal()
+	mountTTL()
+	fresh(vb, 2, syscall.EIO)
+	for _, tn := range ts[:4] {
+		fresh(tn, 2, 0)
+	}
+	checkHealth(t, e, "vaultB", "sealed")
+	servers["vaultB"].unseal()
+	fresh(vb, 2, 0)
+
+	// vaultA's token is revoked: EACCES for its zone once its cache entry expires.
+	servers["vaultA"].cli("token", "revoke", strings.TrimSpace(readFile(t, credentialFileOf(t, e, "vaultA"))))
+	time.Sleep(2 * time.Second)
+	fresh(va, 3, syscall.EACCES)
+	fresh(ts[0], 3, 0)
+	fresh(vb, 3, 0)
+	checkHealth(t, e, "vaultA", "permission denied")
+}
+
+// vaultServers maps the Vault main keys of e to the servers they recorded.
+func vaultServers(t *testing.T, e *env) map[string]*vaultServer {
+	t.Helper()
+	out := map[string]*vaultServer{}
+	var mks []control.MainKeyInfo
+	decodeJSON(t, e.run("kms", "show", "--json", "--mount", e.mnt), &mks)
+	for _, mk := range mks {
+		if mk.Provider == "vault" {
+			out[mk.Name] = &vaultServer{t: t, bin: vaultBin, addr: mk.Settings["address"]}
+		}
+	}
+	for _, v := range out {
+		v.unsealKey = unsealKeys[v.addr]
+	}
+	return out
+}
+
+func credentialFileOf(t *testing.T, e *env, name string) string {
+	t.Helper()
+	var mks []control.MainKeyInfo
+	decodeJSON(t, e.run("kms", "show", name, "--json", "--mount", e.mnt), &mks)
+	return strings.TrimPrefix(mks[0].Credential, "file ")
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkHealth checks what status says of main key name: healthy when want is "",
+// else an error saying want, with a time since when.
+func checkHealth(t *testing.T, e *env, name, want string) {
+	t.Helper()
+	for _, p := range e.status().Providers {
+		if p.MainKey != name {
+			if !p.OK {
+				t.Errorf("status: main key %s is down too: %s", p.MainKey, p.Error)
+			}
+			continue
+		}
+		switch {
+		case want == "" && !p.OK:
+			t.Errorf("status: main key %s: %s, want healthy", name, p.Error)
+		case want != "" && (p.OK || !strings.Contains(p.Error, want) || p.Since.IsZero()):
+			t.Errorf("status: main key %s: %+v, want an error saying %q and since when", name, p, want)
 		}
 	}
 }

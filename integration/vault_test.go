@@ -20,10 +20,17 @@ import (
 )
 
 var (
+	// unsealKeys are the unseal keys of the dev servers started, by address.
+	unsealKeys   = map[string]string{}
+	unsealKeysMu sync.Mutex
+
 	vaultOnce sync.Once
 	vaultBin  string
 	vaultErr  error
 )
+
+// rootToken is the root token of every dev server the tests start.
+const rootToken = "ezfs-test-root-token"
 
 // vaultServer is a real `vault server -dev` on a random loopback port.
 type vaultServer struct {
@@ -50,7 +57,7 @@ func startVault(t *testing.T) *vaultServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	const token = "ezfs-test-root-token"
+	const token = rootToken
 	cmd := exec.Command(vaultBin, "server", "-dev", "-dev-listen-address="+addr, "-dev-root-token-id="+token, "-dev-no-store-token")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
@@ -83,6 +90,9 @@ func startVault(t *testing.T) *vaultServer {
 	}()
 	select {
 	case v.unsealKey = <-keyCh:
+		unsealKeysMu.Lock()
+		unsealKeys[v.addr] = v.unsealKey
+		unsealKeysMu.Unlock()
 	case <-time.After(60 * time.Second):
 		t.Fatal("vault dev server did not start")
 	}
@@ -109,6 +119,9 @@ func (v *vaultServer) cli(args ...string) string {
 	v.t.Helper()
 	cmd := exec.Command(v.bin, args...)
 	cmd.Env = append(os.Environ(), "VAULT_ADDR="+v.addr) // this server, whichever the test's environment names
+	if os.Getenv("VAULT_TOKEN") == "" {
+		cmd.Env = append(cmd.Env, "VAULT_TOKEN="+rootToken)
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		v.t.Fatalf("vault %s: %v: %s", strings.Join(args, " "), err, out)

@@ -100,7 +100,7 @@ func (p *Provider) Address() string { return p.c.Address() }
 // Kind implements keystore.Provider.
 func (p *Provider) Kind() string { return Kind }
 
-// Status implements keystore.Provider: reachable and unsealed.
+// Status implements keystore.Provider: reachable, unsealed, and the token valid.
 func (p *Provider) Status(ctx context.Context) error {
 	st, err := p.c.Sys().SealStatusWithContext(ctx)
 	if err != nil {
@@ -108,6 +108,10 @@ func (p *Provider) Status(ctx context.Context) error {
 	}
 	if st.Sealed {
 		return fmt.Errorf("vault at %s is sealed: %w", p.c.Address(), keystore.ErrUnavailable)
+	}
+	// The token too: a revoked or expired one is the tenant's outage as much as a seal.
+	if _, err := p.c.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+		return classify("token of "+p.c.Address(), err)
 	}
 	return nil
 }
