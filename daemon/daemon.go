@@ -350,6 +350,9 @@ func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo
 	var zk *keystore.ZoneKey
 	var err error
 	if op == control.OpKeyCreate {
+		if _, err := d.store.CurrentMainKey(a.MainKey); err != nil {
+			return nil, fmt.Errorf("main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
+		}
 		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
 	} else {
 		zk, err = d.store.RollZoneKey(a.Name)

@@ -60,7 +60,7 @@ func (d *daemon) enrol(ctx context.Context, op, name string, a control.KMSArgs, 
 	_, err := d.store.CurrentMainKey(name)
 	switch {
 	case op == control.OpKMSCreate && err == nil:
-		return fmt.Errorf("main key %q already exists: %w", name, keystore.ErrExists)
+		return fmt.Errorf("main key %q: %w", name, keystore.ErrExists)
 	case op != control.OpKMSCreate && err != nil:
 		return err
 	}
