@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -502,5 +503,82 @@ func checkHealth(t *testing.T, e *env, name, want string) {
 		case want != "" && (p.OK || !strings.Contains(p.Error, want) || p.Since.IsZero()):
 			t.Errorf("status: main key %s: %+v, want an error saying %q and since when", name, p, want)
 		}
+	}
+}
+
+// TestMainKeyStress (criterion 7): files are created and read back in every zone
+// while the tenants' main keys are rotated, re-wrapped and retired and zone keys
+// rolled in a loop, with a 1 s key cache: no EIO for keys that stay available, no
+// panic, the daemon still serves at the end.
+func TestMainKeyStress(t *testing.T) {
+	e, ts := multiTenant(t)
+	e.umount()
+	e.run("mount", e.backing, e.mnt, "--key-ttl", "1s")
+	stop := make(chan struct{})
+	errs := make(chan error, 100)
+	var wg sync.WaitGroup
+	for _, tn := range ts {
+		for w := 0; w < 2; w++ {
+			wg.Add(1)
+			go func(tn tenant, w int) {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					p := filepath.Join(e.mnt, tn.zone, fmt.Sprintf("s%d-%d", w, i))
+					want := fmt.Sprintf("%s %d %d", tn.main, w, i)
+					if err := os.WriteFile(p, []byte(want), 0o644); err != nil {
+						errs <- fmt.Errorf("write %s: %w", p, err)
+						return
+					}
+					if got, err := os.ReadFile(p); err != nil || string(got) != want {
+						errs <- fmt.Errorf("read %s: %q %v", p, got, err)
+						return
+					}
+				}
+			}(tn, w)
+		}
+	}
+	admin := func(args ...string) {
+		if _, errOut, err := ezfs(append(args, "--mount", e.mnt)...); err != nil {
+			errs <- fmt.Errorf("ezfs %s: %v: %s", strings.Join(args, " "), err, errOut)
+		}
+	}
+	deadline := time.Now().Add(12 * time.Second)
+	rounds := 0
+	for v := uint32(2); time.Now().Before(deadline) && len(errs) == 0; v++ {
+		for _, main := range []string{"hsmB", "vaultA"} {
+			admin("kms", "rotate", main)
+		}
+		admin("kms", "set", "vaultB", "--provider", "vault", "--vault-addr", vaultServers(t, e)["vaultB"].addr,
+			"--vault-key", fmt.Sprint("tenant-vb-", v), "--vault-token-file", credentialFileOf(t, e, "vaultB"))
+		for _, tn := range ts {
+			admin("key", "roll", tn.key)
+		}
+		for _, main := range []string{"hsmB", "vaultA", "vaultB"} {
+			admin("kms", "rewrap", main)
+			admin("kms", "retire", main, fmt.Sprint(v-1))
+		}
+		rounds++
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d rounds of rotate, set, roll, rewrap and retire", rounds)
+	if rounds < 2 {
+		t.Errorf("only %d rounds", rounds)
+	}
+	if log := e.daemonLog(); strings.Contains(log, "panic") || strings.Contains(log, "EIO on") {
+		t.Errorf("the daemon log:\n%s", log)
+	}
+	e.remount()
+	for _, tn := range ts {
+		readBack(t, e, tn, "f", "data of "+tn.main)
 	}
 }
