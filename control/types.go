@@ -213,6 +213,8 @@ type MainKeyInfo struct {
 	// mount, key, CA file, auth); Credential says where its secret comes from.
 	Settings   map[string]string `json:"settings,omitempty"`
 	Credential string            `json:"credential"`
+	// Origin is "detected" for a version enrolled because the provider made it.
+	Origin string `json:"origin,omitempty"`
 	// Health is what its provider last answered (nil: not asked since the mount).
 	Health *ProviderStatus `json:"health,omitempty"`
 }

@@ -38,6 +38,8 @@ type Config struct {
 	Mount      fs.MountOptions
 	// KeyTTL bounds how long an unwrapped zone key stays cached unused (0: default).
 	KeyTTL time.Duration
+	// KMSPoll is how often providers are asked for versions made there (0: default).
+	KMSPoll time.Duration
 	Logger *log.Logger
 	// Ready is called once the mount and the control socket serve.
 	Ready func()
@@ -55,8 +57,10 @@ type daemon struct {
 	srv      *fuse.Server
 	started  time.Time
 
-	// adminMu serialises admin commands that change the zone table.
+	// adminMu serialises admin commands that change the zone table or main keys.
 	adminMu sync.Mutex
+	// sec are the mount's secrets, for providers opened or enrolled later.
+	sec providers.Secrets
 }
 
 // Run serves the mount until it is unmounted or the process gets SIGTERM/SIGINT.
@@ -88,12 +92,12 @@ func Run(cfg Config) error {
 	defer d.audit.Close()
 	// The secrets stay for the daemon's life: a main key version whose provider does
 	// not answer at mount is opened when it answers again.
-	sec := cfg.Secrets
-	defer sec.Zero()
-	if len(sec.VaultToken) == 0 {
-		sec.VaultToken = []byte(os.Getenv("VAULT_TOKEN"))
+	d.sec = cfg.Secrets
+	defer d.sec.Zero()
+	if len(d.sec.VaultToken) == 0 {
+		d.sec.VaultToken = []byte(os.Getenv("VAULT_TOKEN"))
 	}
-	d.ring = keystore.NewKeyringOpener(d.store, providers.Opener(sec), d.audit, cfg.KeyTTL)
+	d.ring = keystore.NewKeyringOpener(d.store, providers.Opener(d.sec), d.audit, cfg.KeyTTL)
 	defer d.ring.Close()
 	if err := d.checkMainKeys(context.Background(), ""); err != nil {
 		return err
@@ -134,6 +138,13 @@ func Run(cfg Config) error {
 			}
 		}
 	}()
+	poll := cfg.KMSPoll
+	if poll <= 0 {
+		poll = DefaultKMSPoll
+	}
+	stopPoll := make(chan struct{})
+	defer close(stopPoll)
+	go d.pollRotations(poll, stopPoll)
 	if err := d.reenc.Resume(d.registry); err != nil {
 		d.log.Printf("resume reencryption jobs: %v", err)
 	}

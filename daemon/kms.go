@@ -214,7 +214,7 @@ func (d *daemon) mainKeys(name string) ([]control.MainKeyInfo, error) {
 			Name: mk.Name, Version: mk.Version, Provider: mk.Provider, KeyRef: mk.KeyRef, Algorithm: mk.Algorithm,
 			OAEPHash: mk.OAEPHash, Fingerprint: mk.Fingerprint, State: mk.State, Current: mk.Version == cur.Version,
 			Created: mk.Created, ZoneKeyVersions: len(wraps[mk.Ref()]), ZoneKeys: append([]string{}, wraps[mk.Ref()]...),
-			Settings: publicSettings(mk.Settings), Credential: mk.Credential.String(),
+			Settings: publicSettings(mk.Settings), Credential: mk.Credential.String(), Origin: mk.Origin,
 		}
 		if h, ok := d.ring.Health(mk.Ref()); ok {
 			info.Health = &control.ProviderStatus{Kind: mk.Provider, OK: h.OK, Error: h.Error, MainKey: mk.Name, MainVersion: mk.Version, Since: h.Since}

@@ -582,3 +582,53 @@ func TestMainKeyStress(t *testing.T) {
 		readBack(t, e, tn, "f", "data of "+tn.main)
 	}
 }
+
+// TestTransitRotationDetected (criterion 6): a Transit key rotated in Vault itself is
+// noticed within the poll interval, enrolled as the main key's next version, the zone
+// key versions it protects are re-wrapped under it, kms show and the audit log say so,
+// and the files read with an empty cache afterwards.
+func TestTransitRotationDetected(t *testing.T) {
+	v := startVault(t)
+	e := newEnv(t)
+	e.run("kms", "create", "vt", "--mount", e.mnt, "--provider", "vault", "--vault-key", "tenant-t",
+		"--vault-token-file", writeSecret(t, "token", v.token()))
+	e.run("key", "create", "kt", "--main-key", "vt", "--mount", e.mnt)
+	zone := e.zone("z", "kt")
+	e.zone("zd", "kd")
+	writeFile(t, filepath.Join(zone, "f"), "under vt v1")
+	e.run("key", "roll", "kt", "--mount", e.mnt)
+	writeFile(t, filepath.Join(zone, "g"), "under kt@2")
+	e.umount()
+	e.run("mount", e.backing, e.mnt, "--kms-poll", "1s")
+	v.cli("write", "-f", "transit/keys/tenant-t/rotate")
+	var mks []control.MainKeyInfo
+	for i := 0; i < 100; i++ {
+		decodeJSON(t, e.run("kms", "show", "vt", "--json", "--mount", e.mnt), &mks)
+		if len(mks) == 2 && mks[1].ZoneKeyVersions == 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(mks) != 2 || !mks[1].Current || mks[1].Origin != "detected" || !strings.HasSuffix(mks[1].KeyRef, "tenant-t v2") ||
+		!reflect.DeepEqual(mks[1].ZoneKeys, []string{"kt@1", "kt@2"}) || len(mks[0].ZoneKeys) != 0 {
+		t.Fatalf("kms show vt after the rotation in Vault: %+v", mks)
+	}
+	if out := e.run("kms", "show", "vt", "--mount", e.mnt); !strings.Contains(out, "detected in the provider") {
+		t.Errorf("kms show:\n%s", out)
+	}
+	if got := e.chain("kd"); !reflect.DeepEqual(got, []string{"kd@1<default v1"}) {
+		t.Errorf("the default key's zone key moved: %v", got)
+	}
+	e.remount()
+	for n, want := range map[string]string{"f": "under vt v1", "g": "under kt@2"} {
+		if got, err := os.ReadFile(filepath.Join(zone, n)); err != nil || string(got) != want {
+			t.Errorf("%s after the rotation and a remount: %q %v", n, got, err)
+		}
+	}
+	audit := readFile(t, filepath.Join(e.ksDir(), "audit.log"))
+	if !strings.Contains(audit, `"op":"kms.detected"`) || !strings.Contains(audit, `"after":"kms.detected"`) {
+		t.Errorf("the audit log does not record the detection:\n%s", audit)
+	}
+	// Retiring v1 is allowed now: nothing depends on it.
+	e.run("kms", "retire", "vt", "1", "--mount", e.mnt)
+}

@@ -73,6 +73,22 @@ func (k *Keyring) Check(ctx context.Context, mk *MainKey) error {
 	return k.pool.call(ctx, mk, func(p Provider) error { return p.Status(ctx) })
 }
 
+// HasNewer asks mk's provider whether it holds a newer version of mk's key than mk (a
+// rotation made in the provider); false for providers that cannot rotate by themselves.
+func (k *Keyring) HasNewer(ctx context.Context, mk *MainKey) (bool, error) {
+	var newer bool
+	err := k.pool.call(ctx, mk, func(p Provider) error {
+		r, ok := p.(Rotating)
+		if !ok {
+			return nil
+		}
+		var err error
+		newer, err = r.HasNewer(ctx, mk)
+		return err
+	})
+	return newer, err
+}
+
 // Health is what mk's provider last answered; ok is false if it was never asked.
 func (k *Keyring) Health(ref MainRef) (Health, bool) { return k.pool.healthOf(ref) }
 

@@ -23,6 +23,12 @@ type Provider interface {
 	Close() error
 }
 
+// Rotating is a provider that makes new versions of a key itself (a Vault Transit
+// key rotated in Vault): HasNewer says whether one newer than mk exists there.
+type Rotating interface {
+	HasNewer(ctx context.Context, mk *MainKey) (bool, error)
+}
+
 // HashByName maps a recorded OAEP hash name to the hash.
 func HashByName(name string) (gocrypto.Hash, error) {
 	switch name {

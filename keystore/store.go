@@ -75,6 +75,9 @@ type MainKey struct {
 	// address, namespace, mount, key, ca_cert, auth).
 	Settings    map[string]string `json:"settings,omitempty"`
 	Credential  *Credential       `json:"credential,omitempty"`
+	// Origin is "detected" for a version enrolled because the provider made it (a
+	// Transit rotation done in Vault); empty for one made by ezfs.
+	Origin string `json:"origin,omitempty"`
 	KeyRef      string            `json:"key_ref"`
 	Algorithm   string            `json:"algorithm"`
 	OAEPHash    string            `json:"oaep_hash"`

@@ -237,7 +237,7 @@ func cmdMount(c *cli.Context) error {
 		return handOver(sec, daemon.Reexec)
 	}
 	return daemon.Run(daemon.Config{
-		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"),
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"),
 		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
 		Ready: func() {
 			if childReport != nil {
@@ -258,8 +258,10 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 	if mo.Debug {
 		args = append(args, "--debug")
 	}
-	if ttl := c.Duration("key-ttl"); ttl > 0 {
-		args = append(args, "--key-ttl", ttl.String())
+	for _, f := range []string{"key-ttl", "kms-poll"} {
+		if d := c.Duration(f); d > 0 {
+			args = append(args, "--"+f, d.String())
+		}
 	}
 	args = append(args, "--", backing, mnt)
 	err := handOver(sec, func(blob []byte) error {

@@ -207,6 +207,9 @@ func printMainKeys(mks []control.MainKeyInfo) error {
 		if mk.Current {
 			cur = "(current)"
 		}
+		if mk.Origin != "" {
+			cur += " (" + mk.Origin + " in the provider)"
+		}
 		health := "not asked"
 		if h := mk.Health; h != nil && h.OK {
 			health = "ok since " + ts(h.Since)

@@ -187,6 +187,25 @@ func (p *Provider) Enroll(ctx context.Context, version uint32, rotate bool) (*ke
 	}, nil
 }
 
+// HasNewer implements keystore.Rotating: the Transit key has a version newer than the
+// one mk records.
+func (p *Provider) HasNewer(ctx context.Context, mk *keystore.MainKey) (bool, error) {
+	path := mk.Settings["mount"] + "/keys/" + mk.Settings["key"]
+	sec, err := p.c.Logical().ReadWithContext(ctx, path)
+	if err != nil || sec == nil {
+		return false, classify("read "+path, err)
+	}
+	latest, err := toInt(sec.Data["latest_version"])
+	if err != nil {
+		return false, fmt.Errorf("vault: %s latest_version: %v: %w", path, err, keystore.ErrBadInput)
+	}
+	have, err := strconv.Atoi(mk.Settings["transit_version"])
+	if err != nil {
+		return false, fmt.Errorf("vault: main key %s records no Transit version: %w", mk.Ref(), keystore.ErrBadInput)
+	}
+	return latest > have, nil
+}
+
 func latestPublicKey(data map[string]any) (int, string, error) {
 	latest, err := toInt(data["latest_version"])
 	if err != nil {
