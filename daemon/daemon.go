@@ -40,7 +40,7 @@ type Config struct {
 	KeyTTL time.Duration
 	// KMSPoll is how often providers are asked for versions made there (0: default).
 	KMSPoll time.Duration
-	Logger *log.Logger
+	Logger  *log.Logger
 	// Ready is called once the mount and the control socket serve.
 	Ready func()
 }

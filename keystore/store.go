@@ -73,18 +73,18 @@ type MainKey struct {
 	Provider string `json:"provider"`
 	// Settings locate the provider instance in full (pkcs11: module, token, key; vault:
 	// address, namespace, mount, key, ca_cert, auth).
-	Settings    map[string]string `json:"settings,omitempty"`
-	Credential  *Credential       `json:"credential,omitempty"`
+	Settings   map[string]string `json:"settings,omitempty"`
+	Credential *Credential       `json:"credential,omitempty"`
 	// Origin is "detected" for a version enrolled because the provider made it (a
 	// Transit rotation done in Vault); empty for one made by ezfs.
-	Origin string `json:"origin,omitempty"`
-	KeyRef      string            `json:"key_ref"`
-	Algorithm   string            `json:"algorithm"`
-	OAEPHash    string            `json:"oaep_hash"`
-	PublicKey   []byte            `json:"public_key"`
-	Fingerprint string            `json:"fingerprint"`
-	State       string            `json:"state"`
-	Created     time.Time         `json:"created"`
+	Origin      string    `json:"origin,omitempty"`
+	KeyRef      string    `json:"key_ref"`
+	Algorithm   string    `json:"algorithm"`
+	OAEPHash    string    `json:"oaep_hash"`
+	PublicKey   []byte    `json:"public_key"`
+	Fingerprint string    `json:"fingerprint"`
+	State       string    `json:"state"`
+	Created     time.Time `json:"created"`
 	// Sealed holds the PKCS#8 private key of a system provider version, encrypted under
 	// a key derived from the passphrase.
 	Sealed *crypto.Sealed `json:"sealed,omitempty"`
