@@ -632,3 +632,42 @@ func TestTransitRotationDetected(t *testing.T) {
 	// Retiring v1 is allowed now: nothing depends on it.
 	e.run("kms", "retire", "vt", "1", "--mount", e.mnt)
 }
+
+// TestCredentialEnv: a main key whose credential is an environment variable of
+// `ezfs mount` (--credential-env): the keystore records the name only, the daemon has
+// the value on its pipe and not in /proc/PID/environ; mounted without it, that zone
+// answers EACCES and the default's zone works.
+func TestCredentialEnv(t *testing.T) {
+	e := newEnv(t)
+	const secret = "tenant passphrase from the environment"
+	if out, errOut, err := ezfsEnv([]string{"TENANT_PASS=" + secret}, "kms", "create", "tenant", "--mount", e.mnt,
+		"--provider", "system", "--credential-env", "TENANT_PASS"); err != nil {
+		t.Fatalf("kms create: %v %s %s", err, out, errOut)
+	}
+	e.run("key", "create", "kt", "--main-key", "tenant", "--mount", e.mnt)
+	zt, zd := e.zone("zt", "kt"), e.zone("zd", "kd")
+	writeFile(t, filepath.Join(zt, "f"), "tenant data")
+	writeFile(t, filepath.Join(zd, "f"), "default data")
+	e.umount()
+	if raw := readFile(t, filepath.Join(e.ksDir(), "keystore.db")); strings.Contains(raw, secret) || !strings.Contains(raw, "TENANT_PASS") {
+		t.Errorf("the keystore holds the secret, or not the variable's name")
+	}
+	if out, errOut, err := ezfsEnv([]string{"TENANT_PASS=" + secret, "VAULT_TOKEN=" + pinValue}, "mount", e.backing, e.mnt); err != nil {
+		t.Fatalf("mount: %v %s %s", err, out, errOut)
+	}
+	pid := e.daemonPID()
+	for _, f := range []string{"environ", "cmdline"} {
+		if b := readFile(t, fmt.Sprintf("/proc/%d/%s", pid, f)); strings.Contains(b, secret) || strings.Contains(b, pinValue) {
+			t.Errorf("/proc/%d/%s holds a secret", pid, f)
+		}
+	}
+	readBack(t, e, tenant{main: "tenant", zone: "zt"}, "f", "tenant data")
+	e.umount()
+	if out, errOut, err := ezfsEnv([]string{"TENANT_PASS="}, "mount", e.backing, e.mnt); err != nil {
+		t.Fatalf("mount without the tenant's variable: %v %s %s", err, out, errOut)
+	}
+	if _, err := os.ReadFile(filepath.Join(zt, "f")); errnoOf(err) != syscall.EACCES {
+		t.Errorf("the tenant's zone without its credential: %v, want EACCES", err)
+	}
+	readBack(t, e, tenant{main: "default", zone: "zd"}, "f", "default data")
+}

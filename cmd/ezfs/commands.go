@@ -220,7 +220,11 @@ func cmdMount(c *cli.Context) error {
 				return err
 			}
 		}
+		if v := os.Getenv("VAULT_TOKEN"); v != "" {
+			sec.VaultToken = []byte(v)
+		}
 		// Main keys whose credential is an environment variable of this command.
+		daemon.AddSecretVars(providers.EnvNames(mks)...)
 		for _, name := range providers.EnvNames(mks) {
 			if v := os.Getenv(name); v != "" {
 				if sec.Env == nil {
