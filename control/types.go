@@ -35,6 +35,7 @@ type ZoneCreateArgs struct {
 type KeyVersion struct {
 	Version      uint32    `json:"version"`
 	Created      time.Time `json:"created"`
+	MainKey      string    `json:"main_key"`
 	MainVersion  uint32    `json:"main_key_version"`
 	MainProvider string    `json:"main_key_provider"`
 	State        string    `json:"state"`
@@ -46,7 +47,9 @@ type KeyVersion struct {
 
 // KeyInfo describes a zone key.
 type KeyInfo struct {
-	Name     string       `json:"name"`
+	Name string `json:"name"`
+	// MainKey wraps the key's new versions.
+	MainKey  string       `json:"main_key"`
 	Created  time.Time    `json:"created"`
 	Current  uint32       `json:"current_version"`
 	Zones    []string     `json:"zones"`
@@ -155,11 +158,23 @@ const (
 	OpKMSSet    = "kms.set"
 	OpKMSRewrap = "kms.rewrap"
 	OpKMSRetire = "kms.retire"
+	OpKMSCreate = "kms.create"
+	OpKMSCheck  = "kms.check"
+
+	OpKeySetMain = "key.set-main"
 )
+
+// KeyCreateArgs create a zone key under a main key ("" for the default).
+type KeyCreateArgs struct {
+	Name    string `json:"name"`
+	MainKey string `json:"main_key,omitempty"`
+}
 
 // KMSArgs carry a provider description and the secrets it needs. They travel only over
 // the control socket (root only), never on a command line.
 type KMSArgs struct {
+	// Name is the main key ("" for the default).
+	Name         string `json:"name,omitempty"`
 	Provider     string `json:"provider,omitempty"`
 	PKCS11Module string `json:"pkcs11_module,omitempty"`
 	PKCS11Token  string `json:"pkcs11_token,omitempty"`
@@ -174,10 +189,16 @@ type KMSArgs struct {
 	Passphrase     []byte `json:"passphrase,omitempty"`
 	PIN            []byte `json:"pin,omitempty"`
 	Version        uint32 `json:"version,omitempty"`
+	// CredentialFile or CredentialEnv is where the new version's secret comes from,
+	// recorded with it (the secret itself travels in PIN, VaultToken or Passphrase
+	// when it comes from the environment).
+	CredentialFile string `json:"credential_file,omitempty"`
+	CredentialEnv  string `json:"credential_env,omitempty"`
 }
 
 // MainKeyInfo describes one main key version.
 type MainKeyInfo struct {
+	Name        string    `json:"name"`
 	Version     uint32    `json:"version"`
 	Provider    string    `json:"provider"`
 	KeyRef      string    `json:"key_ref"`
@@ -189,6 +210,16 @@ type MainKeyInfo struct {
 	Created     time.Time `json:"created"`
 	// ZoneKeyVersions counts the zone key versions it wraps.
 	ZoneKeyVersions int `json:"zone_key_versions"`
+	// ZoneKeys lists the zone key versions it wraps, as NAME@N.
+	ZoneKeys []string `json:"zone_keys"`
+	// Settings locate the provider instance (module, token, key; address, namespace,
+	// mount, key, CA file, auth); Credential says where its secret comes from.
+	Settings   map[string]string `json:"settings,omitempty"`
+	Credential string            `json:"credential"`
+	// Origin is "detected" for a version enrolled because the provider made it.
+	Origin string `json:"origin,omitempty"`
+	// Health is what its provider last answered (nil: not asked since the mount).
+	Health *ProviderStatus `json:"health,omitempty"`
 }
 
 // ProviderStatus is the health of one provider.
@@ -196,4 +227,8 @@ type ProviderStatus struct {
 	Kind  string `json:"kind"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// The main key version it serves, and since when it is in this health.
+	MainKey     string    `json:"main_key,omitempty"`
+	MainVersion uint32    `json:"main_key_version,omitempty"`
+	Since       time.Time `json:"since,omitempty"`
 }

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -37,7 +36,11 @@ type Config struct {
 	Keystore   string // canonical
 	Secrets    providers.Secrets
 	Mount      fs.MountOptions
-	Logger     *log.Logger
+	// KeyTTL bounds how long an unwrapped zone key stays cached unused (0: default).
+	KeyTTL time.Duration
+	// KMSPoll is how often providers are asked for versions made there (0: default).
+	KMSPoll time.Duration
+	Logger  *log.Logger
 	// Ready is called once the mount and the control socket serve.
 	Ready func()
 }
@@ -54,8 +57,10 @@ type daemon struct {
 	srv      *fuse.Server
 	started  time.Time
 
-	// adminMu serialises admin commands that change the zone table.
+	// adminMu serialises admin commands that change the zone table or main keys.
 	adminMu sync.Mutex
+	// sec are the mount's secrets, for providers opened or enrolled later.
+	sec providers.Secrets
 }
 
 // Run serves the mount until it is unmounted or the process gets SIGTERM/SIGINT.
@@ -81,21 +86,22 @@ func Run(cfg Config) error {
 		return err
 	}
 	defer d.store.Close()
-	mks, err := d.store.MainKeys()
-	if err != nil {
-		return err
-	}
-	provs, err := providers.Open(context.Background(), mks, cfg.Secrets)
-	cfg.Secrets.Zero()
-	if err != nil {
-		return err
-	}
 	if d.audit, err = keystore.OpenAudit(cfg.Keystore); err != nil {
 		return err
 	}
 	defer d.audit.Close()
-	d.ring = keystore.NewKeyring(d.store, provs, d.audit, 0)
+	// The secrets stay for the daemon's life: a main key version whose provider does
+	// not answer at mount is opened when it answers again.
+	d.sec = cfg.Secrets
+	defer d.sec.Zero()
+	if len(d.sec.VaultToken) == 0 {
+		d.sec.VaultToken = []byte(os.Getenv("VAULT_TOKEN"))
+	}
+	d.ring = keystore.NewKeyringOpener(d.store, providers.Opener(d.sec), d.audit, cfg.KeyTTL)
 	defer d.ring.Close()
+	if err := d.checkMainKeys(context.Background(), ""); err != nil {
+		return err
+	}
 	keys := &zones.Keys{Ring: d.ring}
 	d.fsys, err = fs.New(fs.Options{
 		Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log,
@@ -132,6 +138,13 @@ func Run(cfg Config) error {
 			}
 		}
 	}()
+	poll := cfg.KMSPoll
+	if poll <= 0 {
+		poll = DefaultKMSPoll
+	}
+	stopPoll := make(chan struct{})
+	defer close(stopPoll)
+	go d.pollRotations(poll, stopPoll)
 	if err := d.reenc.Resume(d.registry); err != nil {
 		d.log.Printf("resume reencryption jobs: %v", err)
 	}
@@ -271,26 +284,17 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 	case control.OpStatus:
 		return d.status(ctx)
 	case control.OpKeyCreate, control.OpKeyRoll:
-		a, err := decode[control.NameArgs](raw)
+		a, err := decode[control.KeyCreateArgs](raw)
 		if err != nil {
 			return nil, err
 		}
-		var zk *keystore.ZoneKey
-		if op == control.OpKeyCreate {
-			zk, err = d.store.CreateZoneKey(a.Name)
-		} else {
-			zk, err = d.store.RollZoneKey(a.Name)
-		}
-		fields := map[string]any{"key": a.Name}
-		if err == nil {
-			fields["version"] = zk.Latest().Version
-			fields["main_version"] = zk.Latest().MainVersion
-		}
-		d.audit.Action(op, fields, err)
+		return d.keyChange(op, a)
+	case control.OpKeySetMain:
+		a, err := decode[control.KeyCreateArgs](raw)
 		if err != nil {
-			return nil, keyError(a.Name, err)
+			return nil, err
 		}
-		return d.keyInfo(zk)
+		return d.keySetMain(ctx, a)
 	case control.OpKeyList:
 		zks, err := d.store.ZoneKeys()
 		if err != nil {
@@ -339,7 +343,8 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 			return nil, err
 		}
 		return d.reencrypt(op, a)
-	case control.OpKMSShow, control.OpKMSRotate, control.OpKMSSet, control.OpKMSRewrap, control.OpKMSRetire:
+	case control.OpKMSShow, control.OpKMSRotate, control.OpKMSSet, control.OpKMSRewrap, control.OpKMSRetire,
+		control.OpKMSCreate, control.OpKMSCheck:
 		a, err := decode[control.KMSArgs](raw)
 		if err != nil {
 			return nil, err
@@ -349,6 +354,46 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 		return d.kms(ctx, op, a)
 	}
 	return nil, fmt.Errorf("unknown operation %q", op)
+}
+
+// keyChange creates (under its main key) or rolls a zone key.
+func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo, error) {
+	var zk *keystore.ZoneKey
+	var err error
+	if op == control.OpKeyCreate {
+		if _, err := d.store.CurrentMainKey(a.MainKey); err != nil {
+			return nil, fmt.Errorf("main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
+		}
+		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
+	} else {
+		zk, err = d.store.RollZoneKey(a.Name)
+	}
+	fields := map[string]any{"key": a.Name}
+	if err == nil {
+		fields["version"] = zk.Latest().Version
+		fields["main_key"], fields["main_version"] = zk.Latest().MainName, zk.Latest().MainVersion
+	}
+	d.audit.Action(op, fields, err)
+	if err != nil {
+		return nil, keyError(a.Name, err)
+	}
+	return d.keyInfo(zk)
+}
+
+// keySetMain moves zone key a.Name to main key a.MainKey.
+func (d *daemon) keySetMain(ctx context.Context, a control.KeyCreateArgs) (*control.KeyInfo, error) {
+	d.adminMu.Lock()
+	defer d.adminMu.Unlock()
+	n, err := d.ring.SetMain(ctx, a.Name, mainName(a.MainKey))
+	d.audit.Action(control.OpKeySetMain, map[string]any{"key": a.Name, "main_key": mainName(a.MainKey), "rewrapped": n}, err)
+	if err != nil {
+		return nil, err
+	}
+	zk, err := d.store.ZoneKey(a.Name)
+	if err != nil {
+		return nil, err
+	}
+	return d.keyInfo(zk)
 }
 
 func keyError(name string, err error) error {
@@ -362,7 +407,7 @@ func keyError(name string, err error) error {
 }
 
 func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
-	ki := &control.KeyInfo{Name: zk.Name, Created: zk.Created, Current: zk.Latest().Version, Zones: []string{}}
+	ki := &control.KeyInfo{Name: zk.Name, MainKey: zk.MainKey, Created: zk.Created, Current: zk.Latest().Version, Zones: []string{}}
 	for _, e := range d.registry.List() {
 		if e.Zone.Key == zk.Name {
 			ki.Zones = append(ki.Zones, "/"+e.Path)
@@ -373,12 +418,12 @@ func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
 		ki.CountedAt = &at
 	}
 	for _, v := range zk.Versions {
-		mk, err := d.store.MainKey(v.MainVersion)
+		mk, err := d.store.MainKey(v.Main())
 		if err != nil {
 			return nil, err
 		}
 		ki.Versions = append(ki.Versions, control.KeyVersion{
-			Version: v.Version, Created: v.Created, MainVersion: v.MainVersion, MainProvider: mk.Provider,
+			Version: v.Version, Created: v.Created, MainKey: v.MainName, MainVersion: v.MainVersion, MainProvider: mk.Provider,
 			State: v.State, Current: v.Version == ki.Current,
 		})
 		if counts != nil {
@@ -445,33 +490,41 @@ func (d *daemon) status(ctx context.Context) (*control.Status, error) {
 			st.DamagedZones = append(st.DamagedZones, z)
 		}
 	}
-	mk, err := d.store.CurrentMainKey()
+	def, err := d.store.CurrentMainKey(keystore.DefaultMain)
 	if err != nil {
 		return nil, err
 	}
-	st.MainVersion, st.Provider = mk.Version, mk.Provider
-	provs := d.ring.Providers()
-	kinds := make([]string, 0, len(provs))
-	for kind := range provs {
-		kinds = append(kinds, kind)
+	st.MainVersion, st.Provider = def.Version, def.Provider
+	mks, err := d.store.MainKeys()
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(kinds)
-	for _, kind := range kinds {
-		ps := control.ProviderStatus{Kind: kind, OK: true}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := provs[kind].Status(sctx); err != nil {
-			ps.OK, ps.Error = false, err.Error()
+	for _, mk := range mks {
+		if mk.State != keystore.StateActive {
+			continue
 		}
-		cancel()
+		ps := d.health(ctx, mk)
 		st.Providers = append(st.Providers, ps)
-		if kind == mk.Provider {
+		if mk.Ref() == def.Ref() {
 			st.ProviderOK, st.ProviderErr = ps.OK, ps.Error
 		}
 	}
-	if provs[mk.Provider] == nil {
-		st.ProviderErr = "provider not configured"
-	}
 	return st, nil
+}
+
+// health asks mk's provider for its status now.
+func (d *daemon) health(ctx context.Context, mk *keystore.MainKey) control.ProviderStatus {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := d.ring.Check(sctx, mk)
+	ps := control.ProviderStatus{Kind: mk.Provider, OK: err == nil, MainKey: mk.Name, MainVersion: mk.Version}
+	if err != nil {
+		ps.Error = err.Error()
+	}
+	if h, ok := d.ring.Health(mk.Ref()); ok {
+		ps.Since = h.Since
+	}
+	return ps
 }
 
 func (d *daemon) fileInfo(path string) (*control.FileInfo, error) {

@@ -32,8 +32,20 @@ const (
 	startupWait = 2 * time.Minute
 )
 
-// secretVars are the environment variables secrets may come in.
-var secretVars = []string{"EZFS_PASSPHRASE", "EZFS_EXTERNAL_KEY_PIN"}
+// secretVars are the environment variables secrets may come in. The daemon gets their
+// values on its secrets pipe, never in its environment.
+var secretVars = []string{"EZFS_PASSPHRASE", "EZFS_EXTERNAL_KEY_PIN", "VAULT_TOKEN"}
+
+// AddSecretVars names more environment variables that hold secrets (the credentials
+// of main keys whose source is an environment variable): they are kept out of the
+// daemon's environment like the others. Call it before Start or Reexec.
+func AddSecretVars(names ...string) {
+	for _, n := range names {
+		if !slices.Contains(secretVars, n) {
+			secretVars = append(secretVars, n)
+		}
+	}
+}
 
 // Start runs `ezfs <args>` in the background with its output appended to logPath, hands
 // it secret on a pipe, and returns once the mount is ready, or with the daemon's own
@@ -145,8 +157,9 @@ func fill(w *os.File, secret []byte) error {
 	return err
 }
 
-// cleanEnv drops the passphrase and PIN from the daemon's environment: it has them on a
-// pipe. VAULT_* stay: the Vault client reads them.
+// cleanEnv drops the secrets from the daemon's environment: it has them on a pipe.
+// The other VAULT_* variables stay; the daemon does not read them (each main key
+// version records its server).
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {

@@ -299,7 +299,7 @@ func TestKeyRoll(t *testing.T) {
 	if ki.Current != 2 || len(ki.Versions) != 2 || ki.Versions[0].MainVersion != 1 || ki.Versions[1].MainVersion != 1 {
 		t.Errorf("key describe: %+v", ki)
 	}
-	if out := e.run("key", "describe", "--mount", e.mnt, "roll"); !strings.Contains(out, "roll@1") || !strings.Contains(out, "main key v1") {
+	if out := e.run("key", "describe", "--mount", e.mnt, "roll"); !strings.Contains(out, "roll@1") || !strings.Contains(out, "main key default v1") {
 		t.Errorf("key describe output:\n%s", out)
 	}
 }

@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"initialised", "mounted", "zone", "created with key finance", "not found (ciphertext)",
-		"user.ezfs.edek=0x", "finance@1", "finance@2", "main key v1 (system)", "identical after remount", "demo complete",
+		"user.ezfs.edek=0x", "finance@1", "finance@2", "main key default v1 (system)", "identical after remount", "demo complete",
 		"state:                   Completed", "finance@3", "files re-encrypted:",
 	} {
 		if !strings.Contains(string(out), want) {

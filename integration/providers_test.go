@@ -24,6 +24,14 @@ const (
 // SOFTHSM2_CONF and EZFS_EXTERNAL_KEY_PIN at it.
 func softHSM(t *testing.T) {
 	t.Helper()
+	softHSMConf(t)
+	initToken(t, tokenLabel, tokenPIN)
+	t.Setenv("EZFS_EXTERNAL_KEY_PIN", tokenPIN)
+}
+
+// softHSMConf points SOFTHSM2_CONF at an empty token folder of this test.
+func softHSMConf(t *testing.T) {
+	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "softhsm2.conf")
 	if err := os.MkdirAll(filepath.Join(dir, "tokens"), 0o700); err != nil {
@@ -35,9 +43,13 @@ func softHSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("SOFTHSM2_CONF", conf)
-	t.Setenv("EZFS_EXTERNAL_KEY_PIN", tokenPIN)
-	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", tokenLabel,
-		"--so-pin", "so-"+tokenPIN, "--pin", tokenPIN).CombinedOutput()
+}
+
+// initToken makes a token labelled label with user PIN pin in the test's SoftHSM.
+func initToken(t *testing.T, label, pin string) {
+	t.Helper()
+	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", label,
+		"--so-pin", "so-"+pin, "--pin", pin).CombinedOutput()
 	if err != nil {
 		t.Fatalf("softhsm2-util: %v: %s", err, out)
 	}
@@ -198,13 +210,14 @@ func TestTamperedZoneKey(t *testing.T) {
 	}
 	ka, _ := s.ZoneKey("ka")
 	kb, _ := s.ZoneKey("kb")
+	v1 := keystore.MainRef{Name: keystore.DefaultMain, Version: 1}
 	flipped := bytes.Clone(ka.Versions[0].Wrapped)
 	flipped[len(flipped)/2] ^= 1
-	if err := s.SetZoneKeyWrap("ka", 1, 1, 1, flipped); err != nil {
+	if err := s.SetZoneKeyWrap("ka", 1, v1, v1, flipped); err != nil {
 		t.Fatal(err)
 	}
 	// kc@1 now holds kb@1's (valid) wrapped key: it unwraps, but is bound to kb@1.
-	if err := s.SetZoneKeyWrap("kc", 1, 1, 1, kb.Versions[0].Wrapped); err != nil {
+	if err := s.SetZoneKeyWrap("kc", 1, v1, v1, kb.Versions[0].Wrapped); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

@@ -20,10 +20,17 @@ import (
 )
 
 var (
+	// unsealKeys are the unseal keys of the dev servers started, by address.
+	unsealKeys   = map[string]string{}
+	unsealKeysMu sync.Mutex
+
 	vaultOnce sync.Once
 	vaultBin  string
 	vaultErr  error
 )
+
+// rootToken is the root token of every dev server the tests start.
+const rootToken = "ezfs-test-root-token"
 
 // vaultServer is a real `vault server -dev` on a random loopback port.
 type vaultServer struct {
@@ -50,7 +57,7 @@ func startVault(t *testing.T) *vaultServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	const token = "ezfs-test-root-token"
+	const token = rootToken
 	cmd := exec.Command(vaultBin, "server", "-dev", "-dev-listen-address="+addr, "-dev-root-token-id="+token, "-dev-no-store-token")
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
@@ -83,6 +90,9 @@ func startVault(t *testing.T) *vaultServer {
 	}()
 	select {
 	case v.unsealKey = <-keyCh:
+		unsealKeysMu.Lock()
+		unsealKeys[v.addr] = v.unsealKey
+		unsealKeysMu.Unlock()
 	case <-time.After(60 * time.Second):
 		t.Fatal("vault dev server did not start")
 	}
@@ -107,7 +117,12 @@ func startVault(t *testing.T) *vaultServer {
 
 func (v *vaultServer) cli(args ...string) string {
 	v.t.Helper()
-	out, err := exec.Command(v.bin, args...).CombinedOutput()
+	cmd := exec.Command(v.bin, args...)
+	cmd.Env = append(os.Environ(), "VAULT_ADDR="+v.addr) // this server, whichever the test's environment names
+	if os.Getenv("VAULT_TOKEN") == "" {
+		cmd.Env = append(cmd.Env, "VAULT_TOKEN="+rootToken)
+	}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		v.t.Fatalf("vault %s: %v: %s", strings.Join(args, " "), err, out)
 	}
@@ -150,7 +165,7 @@ func TestVault(t *testing.T) {
 		t.Errorf("status with Vault sealed: %+v", st)
 	}
 	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
-	if !strings.Contains(string(log), "unwrap kb@1 with main key v1 (vault)") || !strings.Contains(string(log), "unavailable") {
+	if !strings.Contains(string(log), "unwrap kb@1 with main key default v1 (vault)") || !strings.Contains(string(log), "unavailable") {
 		t.Errorf("the log does not name provider, key version and reason:\n%s", log)
 	}
 	v.unseal()
@@ -205,7 +220,7 @@ func TestVaultRevokedToken(t *testing.T) {
 		t.Errorf("zone b after the token is revoked: %v, want EACCES", err)
 	}
 	log, _ := os.ReadFile(filepath.Join(e.backing, ".ezfs", "ezfs.log"))
-	if !strings.Contains(string(log), "unwrap kb@1 with main key v1 (vault)") || !strings.Contains(string(log), "permission denied") {
+	if !strings.Contains(string(log), "unwrap kb@1 with main key default v1 (vault)") || !strings.Contains(string(log), "permission denied") {
 		t.Errorf("the log does not name key version and reason:\n%s", log)
 	}
 }
@@ -234,7 +249,7 @@ func TestRotationChain(t *testing.T) {
 		t.Fatalf("key describe after kms set + roll: %+v", vs)
 	}
 	out := e.run("key", "describe", "--mount", e.mnt, "k")
-	if !strings.Contains(out, "main key v1 (system)") || !strings.Contains(out, "main key v2 (vault)") {
+	if !strings.Contains(out, "main key default v1 (system)") || !strings.Contains(out, "main key default v2 (vault)") {
 		t.Errorf("key describe:\n%s", out)
 	}
 	check := func() {

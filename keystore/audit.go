@@ -17,6 +17,7 @@ const AuditFile = "audit.log"
 const auditFlushEvery = 5 * time.Second
 
 type unwrapGroup struct {
+	MainName    string
 	MainVersion uint32
 	Provider    string
 	Key         string
@@ -79,7 +80,7 @@ func (a *Audit) CountUnwrap(mk *MainKey, name string, version uint32, err error)
 	if a == nil {
 		return
 	}
-	g := unwrapGroup{MainVersion: mk.Version, Provider: mk.Provider, Key: name, Version: version, Result: "ok"}
+	g := unwrapGroup{MainName: mk.Name, MainVersion: mk.Version, Provider: mk.Provider, Key: name, Version: version, Result: "ok"}
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrUnavailable):
@@ -102,7 +103,7 @@ func (a *Audit) CountUnwrap(mk *MainKey, name string, version uint32, err error)
 func (a *Audit) flushLocked() {
 	for g, n := range a.counts {
 		a.write(map[string]any{
-			"type": "provider", "op": "unwrap", "provider": g.Provider, "main_version": g.MainVersion,
+			"type": "provider", "op": "unwrap", "provider": g.Provider, "main_key": g.MainName, "main_version": g.MainVersion,
 			"key": g.Key, "key_version": g.Version, "result": g.Result, "count": n, "first": a.first[g],
 		})
 		delete(a.counts, g)

@@ -14,4 +14,6 @@ var (
 	ErrLocked   = errors.New("keystore is in use by another process")
 	ErrNoStore  = errors.New("no keystore")
 	ErrBadInput = errors.New("invalid input")
+	ErrConflict = errors.New("changed meanwhile")
+	ErrInUse    = errors.New("still in use")
 )

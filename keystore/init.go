@@ -16,7 +16,7 @@ func InitSystem(dir string, passphrase []byte) (*MainKey, error) {
 		return nil, err
 	}
 	defer s.Close()
-	mk, err := NewSystemMainKey(passphrase, 1)
+	mk, err := NewSystemMainKey(passphrase, DefaultMain, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -35,6 +35,6 @@ func InitSystem(dir string, passphrase []byte) (*MainKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.Action("init", map[string]any{"provider": KindSystem, "main_version": mk.Version, "fingerprint": mk.Fingerprint}, nil)
+	a.Action("init", map[string]any{"main_key": mk.Name, "provider": KindSystem, "main_version": mk.Version, "fingerprint": mk.Fingerprint}, nil)
 	return mk, a.Close()
 }

@@ -24,15 +24,14 @@ type cachedKey struct {
 	lastUsed time.Time
 }
 
-// Keyring unwraps zone key versions through the providers and caches them, so a
+// Keyring unwraps zone key versions through the providers of the main key versions
+// that wrap them, one provider instance per main key version, and caches them, so a
 // provider is called once per zone key version rather than once per file.
 type Keyring struct {
 	store *Store
 	audit *Audit
 	ttl   time.Duration
-
-	pmu       sync.RWMutex
-	providers map[string]Provider // guarded by pmu; by kind
+	pool  *pool
 
 	mu    sync.RWMutex
 	cache map[versionRef]*cachedKey // guarded by mu; entries' key bytes read under mu.RLock
@@ -41,18 +40,22 @@ type Keyring struct {
 	done chan struct{}
 }
 
-// NewKeyring serves zone keys of store through providers (by kind). It starts an
-// evictor; Close stops it and zeroes every cached key.
+// NewKeyring serves zone keys of store through the given providers, by kind (tests and
+// tools that unlock providers themselves). It starts an evictor; Close stops it and
+// zeroes every cached key.
 func NewKeyring(store *Store, providers []Provider, audit *Audit, ttl time.Duration) *Keyring {
+	return NewKeyringOpener(store, StaticOpener(providers...), audit, ttl)
+}
+
+// NewKeyringOpener serves zone keys of store through one provider instance per main
+// key version, built by open when the version is first needed.
+func NewKeyringOpener(store *Store, open Opener, audit *Audit, ttl time.Duration) *Keyring {
 	if ttl <= 0 {
 		ttl = DefaultKeyTTL
 	}
 	k := &Keyring{
-		store: store, providers: map[string]Provider{}, audit: audit, ttl: ttl,
+		store: store, audit: audit, ttl: ttl, pool: newPool(open),
 		cache: map[versionRef]*cachedKey{}, stop: make(chan struct{}), done: make(chan struct{}),
-	}
-	for _, p := range providers {
-		k.providers[p.Kind()] = p
 	}
 	go k.evictLoop()
 	return k
@@ -61,27 +64,37 @@ func NewKeyring(store *Store, providers []Provider, audit *Audit, ttl time.Durat
 // Store returns the keystore behind the keyring.
 func (k *Keyring) Store() *Store { return k.store }
 
-// Providers returns the providers by kind.
-func (k *Keyring) Providers() map[string]Provider {
-	k.pmu.RLock()
-	defer k.pmu.RUnlock()
-	out := make(map[string]Provider, len(k.providers))
-	for kind, p := range k.providers {
-		out[kind] = p
-	}
-	return out
+// Adopt makes p the provider instance of main key version mk (just enrolled with it).
+func (k *Keyring) Adopt(mk *MainKey, p Provider) { k.pool.adopt(mk.Ref(), p) }
+
+// Check asks mk's provider for its status now (opening it if needed) and records the
+// answer as mk's health.
+func (k *Keyring) Check(ctx context.Context, mk *MainKey) error {
+	return k.pool.call(ctx, mk, func(p Provider) error { return p.Status(ctx) })
 }
 
-// SetProvider makes p the provider of its kind, closing the one it replaces.
-func (k *Keyring) SetProvider(p Provider) {
-	k.pmu.Lock()
-	old := k.providers[p.Kind()]
-	k.providers[p.Kind()] = p
-	k.pmu.Unlock()
-	if old != nil && old != p {
-		old.Close()
-	}
+// HasNewer asks mk's provider whether it holds a newer version of mk's key than mk (a
+// rotation made in the provider); false for providers that cannot rotate by themselves.
+func (k *Keyring) HasNewer(ctx context.Context, mk *MainKey) (bool, error) {
+	var newer bool
+	err := k.pool.call(ctx, mk, func(p Provider) error {
+		r, ok := p.(Rotating)
+		if !ok {
+			return nil
+		}
+		var err error
+		newer, err = r.HasNewer(ctx, mk)
+		return err
+	})
+	return newer, err
 }
+
+// Health is what mk's provider last answered; ok is false if it was never asked.
+func (k *Keyring) Health(ref MainRef) (Health, bool) { return k.pool.healthOf(ref) }
+
+// Drop closes the provider instance of a retired main key version, unless another
+// version still uses it; calls in it finish first.
+func (k *Keyring) Drop(ref MainRef) error { return k.pool.drop(ref) }
 
 // unwrapBackoff spaces the retries of an unwrap whose provider is unavailable; the
 // whole sequence stays well under a FUSE request's patience.
@@ -89,12 +102,6 @@ var unwrapBackoff = []time.Duration{0, 200 * time.Millisecond, 600 * time.Millis
 
 // decrypt asks mk's provider, retrying while it is unavailable.
 func (k *Keyring) decrypt(ctx context.Context, mk *MainKey, name string, version uint32, wrapped []byte) ([]byte, error) {
-	k.pmu.RLock()
-	p := k.providers[mk.Provider]
-	k.pmu.RUnlock()
-	if p == nil {
-		return nil, fmt.Errorf("provider %s of main key v%d is not configured: %w", mk.Provider, mk.Version, ErrUnavailable)
-	}
 	var pt []byte
 	var err error
 	for _, wait := range unwrapBackoff {
@@ -103,7 +110,11 @@ func (k *Keyring) decrypt(ctx context.Context, mk *MainKey, name string, version
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		pt, err = p.Decrypt(ctx, mk, wrapped)
+		err = k.pool.call(ctx, mk, func(p Provider) error {
+			var derr error
+			pt, derr = p.Decrypt(ctx, mk, wrapped)
+			return derr
+		})
 		k.audit.CountUnwrap(mk, name, version, err)
 		if !errors.Is(err, ErrUnavailable) {
 			break
@@ -154,13 +165,13 @@ func (k *Keyring) unwrap(ctx context.Context, name string, version uint32) ([]by
 	if !ok {
 		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, ErrKeyNotFound)
 	}
-	mk, err := k.store.MainKey(kv.MainVersion)
+	mk, err := k.store.MainKey(kv.Main())
 	if err != nil {
 		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, err)
 	}
 	pt, err := k.decrypt(ctx, mk, name, version, kv.Wrapped)
 	if err != nil {
-		return nil, fmt.Errorf("unwrap %s@%d with main key v%d (%s): %w", name, version, mk.Version, mk.Provider, err)
+		return nil, fmt.Errorf("unwrap %s@%d with main key %s (%s): %w", name, version, mk.Ref(), mk.Provider, err)
 	}
 	defer crypto.Zero(pt)
 	key, err := crypto.UnwrappedZoneKey(pt, name, version)
@@ -213,26 +224,14 @@ func (k *Keyring) Close() error {
 		delete(k.cache, ref)
 	}
 	k.mu.Unlock()
-	var errs []error
-	for _, p := range k.Providers() {
-		errs = append(errs, p.Close())
-	}
-	return errors.Join(errs...)
+	return k.pool.closeAll()
 }
 
-// Rewrap re-wraps every zone key version that is not under the current main key
-// version under it, so older main key versions can be retired. It returns how many
-// versions it re-wrapped.
-func (k *Keyring) Rewrap(ctx context.Context) (int, error) {
-	cur, err := k.store.CurrentMainKey()
-	if err != nil {
-		return 0, err
-	}
-	pub, err := cur.Public()
-	if err != nil {
-		return 0, err
-	}
-	h, err := HashByName(cur.OAEPHash)
+// Rewrap re-wraps every zone key version wrapped by an older version of main key main
+// under its current version, so the older versions can be retired. It returns how
+// many versions it re-wrapped.
+func (k *Keyring) Rewrap(ctx context.Context, main string) (int, error) {
+	cur, err := k.store.CurrentMainKey(main)
 	if err != nil {
 		return 0, err
 	}
@@ -243,21 +242,63 @@ func (k *Keyring) Rewrap(ctx context.Context) (int, error) {
 	n := 0
 	for _, zk := range zks {
 		for _, kv := range zk.Versions {
-			if kv.MainVersion == cur.Version {
+			if kv.MainName != cur.Name || kv.MainVersion == cur.Version {
 				continue
 			}
-			err := k.WithZoneKey(ctx, zk.Name, kv.Version, func(key []byte) error {
-				wrapped, err := crypto.WrapZoneKey(pub, h, zk.Name, kv.Version, key)
-				if err != nil {
-					return err
-				}
-				return k.store.SetZoneKeyWrap(zk.Name, kv.Version, kv.MainVersion, cur.Version, wrapped)
-			})
-			if err != nil {
-				return n, fmt.Errorf("rewrap %s@%d: %w", zk.Name, kv.Version, err)
+			if err := k.rewrapVersion(ctx, zk.Name, kv, cur); err != nil {
+				return n, err
 			}
 			n++
 		}
 	}
 	return n, nil
+}
+
+// SetMain moves zone key name to main key main: every version is re-wrapped under
+// main's current version, then new versions are made under main. File contents and
+// EDEKs are untouched (the zone key versions stay the same keys). It returns how many
+// versions it re-wrapped.
+func (k *Keyring) SetMain(ctx context.Context, name, main string) (int, error) {
+	cur, err := k.store.CurrentMainKey(main)
+	if err != nil {
+		return 0, err
+	}
+	zk, err := k.store.ZoneKey(name)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range zk.Versions {
+		if kv.Main() == cur.Ref() {
+			continue
+		}
+		if err := k.rewrapVersion(ctx, name, kv, cur); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, k.store.SetZoneKeyMain(name, cur.Name)
+}
+
+// rewrapVersion wraps zone key version name@kv under main key version to.
+func (k *Keyring) rewrapVersion(ctx context.Context, name string, kv ZoneKeyVersion, to *MainKey) error {
+	pub, err := to.Public()
+	if err != nil {
+		return err
+	}
+	h, err := HashByName(to.OAEPHash)
+	if err != nil {
+		return err
+	}
+	err = k.WithZoneKey(ctx, name, kv.Version, func(key []byte) error {
+		wrapped, err := crypto.WrapZoneKey(pub, h, name, kv.Version, key)
+		if err != nil {
+			return err
+		}
+		return k.store.SetZoneKeyWrap(name, kv.Version, kv.Main(), to.Ref(), wrapped)
+	})
+	if err != nil {
+		return fmt.Errorf("rewrap %s@%d under main key %s: %w", name, kv.Version, to.Ref(), err)
+	}
+	return nil
 }

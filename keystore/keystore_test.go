@@ -35,7 +35,7 @@ func newStore(t *testing.T) (*Store, *System) {
 
 func TestInitAndUnlock(t *testing.T) {
 	s, _ := newStore(t)
-	mk, err := s.CurrentMainKey()
+	mk, err := s.CurrentMainKey("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,16 +60,16 @@ func TestZoneKeysAndKeyring(t *testing.T) {
 	s, sys := newStore(t)
 	ring := NewKeyring(s, []Provider{sys}, nil, time.Minute)
 	defer ring.Close()
-	if _, err := s.CreateZoneKey("bad name"); !errors.Is(err, ErrBadInput) {
+	if _, err := s.CreateZoneKey("bad name", ""); !errors.Is(err, ErrBadInput) {
 		t.Errorf("bad name: %v", err)
 	}
 	if _, err := s.RollZoneKey("nokey"); !errors.Is(err, ErrKeyNotFound) {
 		t.Errorf("roll of a missing key: %v", err)
 	}
-	if _, err := s.CreateZoneKey("k"); err != nil {
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateZoneKey("k"); !errors.Is(err, ErrExists) {
+	if _, err := s.CreateZoneKey("k", ""); !errors.Is(err, ErrExists) {
 		t.Errorf("second create: %v", err)
 	}
 	zk, err := s.RollZoneKey("k")
@@ -100,15 +100,15 @@ func TestZoneKeysAndKeyring(t *testing.T) {
 
 func TestTamperedWrappedKeyIsRejected(t *testing.T) {
 	s, sys := newStore(t)
-	if _, err := s.CreateZoneKey("a"); err != nil {
+	if _, err := s.CreateZoneKey("a", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateZoneKey("b"); err != nil {
+	if _, err := s.CreateZoneKey("b", ""); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := s.ZoneKey("a")
 	b, _ := s.ZoneKey("b")
-	mk, _ := s.CurrentMainKey()
+	mk, _ := s.CurrentMainKey("")
 	ctx := context.Background()
 	// A wrapped key moved from "b" to "a" unwraps, but is bound to b@1: refused.
 	pt, err := sys.Decrypt(ctx, mk, b.Versions[0].Wrapped)
@@ -127,8 +127,8 @@ func TestTamperedWrappedKeyIsRejected(t *testing.T) {
 
 func TestSelfTestCatchesAMismatchedKey(t *testing.T) {
 	s, sys := newStore(t)
-	mk, _ := s.CurrentMainKey()
-	other, err := NewSystemMainKey([]byte("pw"), 1)
+	mk, _ := s.CurrentMainKey("")
+	other, err := NewSystemMainKey([]byte("pw"), "", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,12 @@ type Provider interface {
 	Close() error
 }
 
+// Rotating is a provider that makes new versions of a key itself (a Vault Transit
+// key rotated in Vault): HasNewer says whether one newer than mk exists there.
+type Rotating interface {
+	HasNewer(ctx context.Context, mk *MainKey) (bool, error)
+}
+
 // HashByName maps a recorded OAEP hash name to the hash.
 func HashByName(name string) (gocrypto.Hash, error) {
 	switch name {
@@ -51,12 +57,12 @@ func SelfTest(ctx context.Context, p Provider, mk *MainKey) error {
 	}
 	pt, err := p.Decrypt(ctx, mk, wrapped)
 	if err != nil {
-		return fmt.Errorf("self-test of main key v%d: %w", mk.Version, err)
+		return fmt.Errorf("self-test of main key %s: %w", mk.Ref(), err)
 	}
 	defer crypto.Zero(pt)
 	got, err := crypto.UnwrappedZoneKey(pt, "self-test", mk.Version)
 	if err != nil || !bytes.Equal(got, probe) {
-		return fmt.Errorf("self-test of main key v%d: provider returned other bytes: %w", mk.Version, ErrInvalidCiphertext)
+		return fmt.Errorf("self-test of main key %s: provider returned other bytes: %w", mk.Ref(), ErrInvalidCiphertext)
 	}
 	return nil
 }

@@ -26,26 +26,72 @@ var (
 	bucketMainKeys = []byte("mainkeys")
 	bucketZoneKeys = []byte("zonekeys")
 	bucketZones    = []byte("zones")
-	keyCurrentMain = []byte("current_main")
+	keyCurrentMain = []byte("current_main") // schema 1: the one main key's current version
 	keySchema      = []byte("schema")
 )
 
-// MainKey is one version of the main key. Only its public part is used locally.
+// Schema is the keystore layout this code writes. Schema 1 (before named main keys)
+// is migrated on open: its main key becomes DefaultMain.
+const Schema = "2"
+
+// DefaultMain is the main key init makes, and the one zone keys use unless told.
+const DefaultMain = "default"
+
+// MainRef names one version of a main key.
+type MainRef struct {
+	Name    string `json:"name"`
+	Version uint32 `json:"version"`
+}
+
+func (r MainRef) String() string { return fmt.Sprintf("%s v%d", r.Name, r.Version) }
+
+// Credential says where the secret of a main key version's provider comes from (a PIN,
+// a Vault token, a passphrase), never the secret itself. Empty: the mount's own
+// (--pin-file, EZFS_EXTERNAL_KEY_PIN, VAULT_TOKEN, the passphrase).
+type Credential struct {
+	File string `json:"file,omitempty"` // a file the daemon reads (a systemd credential too)
+	Env  string `json:"env,omitempty"`  // an environment variable of the mount command
+}
+
+// String describes the source for display, never its value.
+func (c *Credential) String() string {
+	switch {
+	case c == nil:
+		return "the mount's"
+	case c.File != "":
+		return "file " + c.File
+	case c.Env != "":
+		return "environment variable " + c.Env
+	}
+	return "the mount's"
+}
+
+// MainKey is one version of a named main key. Only its public part is used locally.
 type MainKey struct {
-	Version     uint32            `json:"version"`
-	Provider    string            `json:"provider"`
-	Settings    map[string]string `json:"settings,omitempty"`
-	KeyRef      string            `json:"key_ref"`
-	Algorithm   string            `json:"algorithm"`
-	OAEPHash    string            `json:"oaep_hash"`
-	PublicKey   []byte            `json:"public_key"`
-	Fingerprint string            `json:"fingerprint"`
-	State       string            `json:"state"`
-	Created     time.Time         `json:"created"`
+	Name     string `json:"name"`
+	Version  uint32 `json:"version"`
+	Provider string `json:"provider"`
+	// Settings locate the provider instance in full (pkcs11: module, token, key; vault:
+	// address, namespace, mount, key, ca_cert, auth).
+	Settings   map[string]string `json:"settings,omitempty"`
+	Credential *Credential       `json:"credential,omitempty"`
+	// Origin is "detected" for a version enrolled because the provider made it (a
+	// Transit rotation done in Vault); empty for one made by ezfs.
+	Origin      string    `json:"origin,omitempty"`
+	KeyRef      string    `json:"key_ref"`
+	Algorithm   string    `json:"algorithm"`
+	OAEPHash    string    `json:"oaep_hash"`
+	PublicKey   []byte    `json:"public_key"`
+	Fingerprint string    `json:"fingerprint"`
+	State       string    `json:"state"`
+	Created     time.Time `json:"created"`
 	// Sealed holds the PKCS#8 private key of a system provider version, encrypted under
 	// a key derived from the passphrase.
 	Sealed *crypto.Sealed `json:"sealed,omitempty"`
 }
+
+// Ref names this version.
+func (m *MainKey) Ref() MainRef { return MainRef{m.Name, m.Version} }
 
 // Key states.
 const (
@@ -57,11 +103,11 @@ const (
 func (m *MainKey) Public() (*rsa.PublicKey, error) {
 	k, err := x509.ParsePKIXPublicKey(m.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("main key v%d public key: %w", m.Version, err)
+		return nil, fmt.Errorf("main key %s public key: %w", m.Ref(), err)
 	}
 	pub, ok := k.(*rsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("main key v%d: not an RSA key", m.Version)
+		return nil, fmt.Errorf("main key %s: not an RSA key: %w", m.Ref(), ErrBadInput)
 	}
 	return pub, nil
 }
@@ -70,14 +116,20 @@ func (m *MainKey) Public() (*rsa.PublicKey, error) {
 type ZoneKeyVersion struct {
 	Version     uint32    `json:"version"`
 	Created     time.Time `json:"created"`
+	MainName    string    `json:"main_key"`
 	MainVersion uint32    `json:"main_version"`
 	Wrapped     []byte    `json:"wrapped"`
 	State       string    `json:"state"`
 }
 
+// Main is the main key version that wraps kv.
+func (kv ZoneKeyVersion) Main() MainRef { return MainRef{kv.MainName, kv.MainVersion} }
+
 // ZoneKey is a named zone key and all its versions, oldest first.
 type ZoneKey struct {
-	Name     string           `json:"name"`
+	Name string `json:"name"`
+	// MainKey wraps the key's new versions (and, after set-main, all of them).
+	MainKey  string           `json:"main_key"`
 	Created  time.Time        `json:"created"`
 	Versions []ZoneKeyVersion `json:"versions"`
 }
@@ -142,7 +194,7 @@ func Create(dir string) (*Store, error) {
 		return nil, err
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte("1"))
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(Schema))
 	})
 	if err != nil {
 		s.Close()
@@ -174,7 +226,7 @@ func open(dir string) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		return migrate(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -220,115 +272,37 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
-// AddMainKey stores a new main key version and makes it current. A zero Version is
-// assigned the next number.
-func (s *Store) AddMainKey(mk *MainKey) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMainKeys)
-		if mk.Version == 0 {
-			mk.Version = nextVersion(b)
-		}
-		if b.Get(u32(mk.Version)) != nil {
-			return fmt.Errorf("main key v%d: %w", mk.Version, ErrExists)
-		}
-		if err := putJSON(b, u32(mk.Version), mk); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Put(keyCurrentMain, u32(mk.Version))
-	})
-}
-
-// nextVersion is one more than the highest stored version (keys are big-endian).
-func nextVersion(b *bolt.Bucket) uint32 {
-	k, _ := b.Cursor().Last()
-	if k == nil {
-		return 1
-	}
-	return binary.BigEndian.Uint32(k) + 1
-}
-
-// NextMainVersion is the version number the next main key version will have.
-func (s *Store) NextMainVersion() (uint32, error) {
-	var v uint32
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v = nextVersion(tx.Bucket(bucketMainKeys))
-		return nil
-	})
-	return v, err
-}
-
-// MainKeys lists every main key version, oldest first.
-func (s *Store) MainKeys() ([]*MainKey, error) {
-	return listJSON[MainKey](s.db, bucketMainKeys)
-}
-
-// MainKey returns version v.
-func (s *Store) MainKey(v uint32) (*MainKey, error) {
-	mk := new(MainKey)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bucketMainKeys), u32(v), mk)
-		if err == nil && !ok {
-			err = fmt.Errorf("main key v%d: %w", v, ErrKeyNotFound)
-		}
-		return err
-	})
-	return mk, err
-}
-
-// CurrentMainKey returns the version that wraps new zone key versions.
-func (s *Store) CurrentMainKey() (*MainKey, error) {
-	var v uint32
-	err := s.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketMeta).Get(keyCurrentMain)
-		if raw == nil {
-			return fmt.Errorf("current main key: %w", ErrKeyNotFound)
-		}
-		v = binary.BigEndian.Uint32(raw)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return s.MainKey(v)
-}
-
-// CreateZoneKey creates key name with version 1, wrapped under the current main key.
-func (s *Store) CreateZoneKey(name string) (*ZoneKey, error) {
+// CreateZoneKey creates key name with version 1, wrapped under the current version of
+// main key main ("" for the default).
+func (s *Store) CreateZoneKey(name, main string) (*ZoneKey, error) {
 	if err := crypto.CheckKeyName(name); err != nil {
 		return nil, fmt.Errorf("%v: %w", err, ErrBadInput)
 	}
-	return s.addZoneKeyVersion(name, true)
+	if main == "" {
+		main = DefaultMain
+	}
+	return s.addZoneKeyVersion(name, main)
 }
 
-// RollZoneKey adds version N+1 of name; new files use it at once.
+// RollZoneKey adds version N+1 of name, wrapped under the current version of the zone
+// key's main key; new files use it at once.
 func (s *Store) RollZoneKey(name string) (*ZoneKey, error) {
-	return s.addZoneKeyVersion(name, false)
+	return s.addZoneKeyVersion(name, "")
 }
 
-func (s *Store) addZoneKeyVersion(name string, create bool) (*ZoneKey, error) {
-	mk, err := s.CurrentMainKey()
-	if err != nil {
-		return nil, err
-	}
-	pub, err := mk.Public()
-	if err != nil {
-		return nil, err
-	}
-	h, err := HashByName(mk.OAEPHash)
-	if err != nil {
-		return nil, err
-	}
+// addZoneKeyVersion creates name under main key main, or, with main "", rolls it.
+func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
 	zk := new(ZoneKey)
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketZoneKeys)
 		found, err := getJSON(b, []byte(name), zk)
 		if err != nil {
 			return err
 		}
 		switch {
-		case create && found:
+		case main != "" && found:
 			return fmt.Errorf("key %q: %w", name, ErrExists)
-		case !create && !found:
+		case main == "" && !found:
 			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
 		}
 		now := time.Now().UTC()
@@ -336,19 +310,18 @@ func (s *Store) addZoneKeyVersion(name string, create bool) (*ZoneKey, error) {
 		if found {
 			next = zk.Latest().Version + 1
 		} else {
-			*zk = ZoneKey{Name: name, Created: now}
+			*zk = ZoneKey{Name: name, Created: now, MainKey: main}
 		}
-		key, err := crypto.NewZoneKey()
+		mk, err := currentMainTx(tx, zk.MainKey)
 		if err != nil {
 			return err
 		}
-		defer crypto.Zero(key)
-		wrapped, err := crypto.WrapZoneKey(pub, h, name, next, key)
+		wrapped, err := newWrappedZoneKey(mk, name, next)
 		if err != nil {
 			return err
 		}
 		zk.Versions = append(zk.Versions, ZoneKeyVersion{
-			Version: next, Created: now, MainVersion: mk.Version, Wrapped: wrapped, State: StateActive,
+			Version: next, Created: now, MainName: mk.Name, MainVersion: mk.Version, Wrapped: wrapped, State: StateActive,
 		})
 		return putJSON(b, []byte(name), zk)
 	})
@@ -359,6 +332,24 @@ func (s *Store) addZoneKeyVersion(name string, create bool) (*ZoneKey, error) {
 	s.latest[name] = zk.Latest().Version
 	s.latestMu.Unlock()
 	return zk, nil
+}
+
+// newWrappedZoneKey makes a random zone key name@version and wraps it under mk.
+func newWrappedZoneKey(mk *MainKey, name string, version uint32) ([]byte, error) {
+	pub, err := mk.Public()
+	if err != nil {
+		return nil, err
+	}
+	h, err := HashByName(mk.OAEPHash)
+	if err != nil {
+		return nil, err
+	}
+	key, err := crypto.NewZoneKey()
+	if err != nil {
+		return nil, err
+	}
+	defer crypto.Zero(key)
+	return crypto.WrapZoneKey(pub, h, name, version, key)
 }
 
 // LatestVersion is the newest version of zone key name.
@@ -420,7 +411,33 @@ func (s *Store) Zones() ([]*Zone, error) {
 
 // SetZoneKeyWrap replaces the wrapped material of name@version, which must still be
 // wrapped by main key version from, by wrapped under main key version to.
-func (s *Store) SetZoneKeyWrap(name string, version, from, to uint32, wrapped []byte) error {
+func (s *Store) SetZoneKeyWrap(name string, version uint32, from, to MainRef, wrapped []byte) error {
+	return s.updateZoneKey(name, func(zk *ZoneKey) error {
+		for i := range zk.Versions {
+			kv := &zk.Versions[i]
+			if kv.Version != version {
+				continue
+			}
+			if kv.Main() != from {
+				return fmt.Errorf("%s@%d is wrapped by main key %s now, not %s: %w", name, version, kv.Main(), from, ErrConflict)
+			}
+			kv.MainName, kv.MainVersion, kv.Wrapped = to.Name, to.Version, wrapped
+			return nil
+		}
+		return fmt.Errorf("key %s@%d: %w", name, version, ErrKeyNotFound)
+	})
+}
+
+// SetZoneKeyMain makes main the main key that wraps name's new versions.
+func (s *Store) SetZoneKeyMain(name, main string) error {
+	return s.updateZoneKey(name, func(zk *ZoneKey) error {
+		zk.MainKey = main
+		return nil
+	})
+}
+
+// updateZoneKey changes zone key name with fn in one transaction.
+func (s *Store) updateZoneKey(name string, fn func(zk *ZoneKey) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketZoneKeys)
 		zk := new(ZoneKey)
@@ -431,52 +448,9 @@ func (s *Store) SetZoneKeyWrap(name string, version, from, to uint32, wrapped []
 		if !found {
 			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
 		}
-		for i := range zk.Versions {
-			if zk.Versions[i].Version != version {
-				continue
-			}
-			if zk.Versions[i].MainVersion != from {
-				return fmt.Errorf("%s@%d is wrapped by main key v%d now, not v%d", name, version, zk.Versions[i].MainVersion, from)
-			}
-			zk.Versions[i].MainVersion, zk.Versions[i].Wrapped = to, wrapped
-			return putJSON(b, []byte(name), zk)
-		}
-		return fmt.Errorf("key %s@%d: %w", name, version, ErrKeyNotFound)
-	})
-}
-
-// RetireMainKey marks main key version v retired: no longer unlocked at mount. It
-// refuses the current version and one that still wraps a zone key version.
-func (s *Store) RetireMainKey(v uint32) error {
-	cur, err := s.CurrentMainKey()
-	if err != nil {
-		return err
-	}
-	if cur.Version == v {
-		return fmt.Errorf("main key v%d is the current version: rotate or set another provider first", v)
-	}
-	zks, err := s.ZoneKeys()
-	if err != nil {
-		return err
-	}
-	for _, zk := range zks {
-		for _, kv := range zk.Versions {
-			if kv.MainVersion == v {
-				return fmt.Errorf("main key v%d still wraps %s@%d: run 'ezfs kms rewrap' first", v, zk.Name, kv.Version)
-			}
-		}
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMainKeys)
-		mk := new(MainKey)
-		found, err := getJSON(b, u32(v), mk)
-		if err != nil {
+		if err := fn(zk); err != nil {
 			return err
 		}
-		if !found {
-			return fmt.Errorf("main key v%d: %w", v, ErrKeyNotFound)
-		}
-		mk.State = StateRetired
-		return putJSON(b, u32(v), mk)
+		return putJSON(b, []byte(name), zk)
 	})
 }

@@ -19,11 +19,21 @@ const KindSystem = "system"
 // SystemKeyBits is the RSA size of a system main key.
 const SystemKeyBits = 3072
 
-func sealContext(version uint32) string { return fmt.Sprintf("ezfs main key v%d", version) }
+// sealContext binds a sealed private key to its main key version; the default main
+// key keeps the context of keystores from before named main keys.
+func sealContext(ref MainRef) string {
+	if ref.Name == DefaultMain || ref.Name == "" {
+		return fmt.Sprintf("ezfs main key v%d", ref.Version)
+	}
+	return fmt.Sprintf("ezfs main key %q v%d", ref.Name, ref.Version)
+}
 
 // NewSystemMainKey generates an RSA key pair and seals its private part under
-// passphrase, for main key version `version`.
-func NewSystemMainKey(passphrase []byte, version uint32) (*MainKey, error) {
+// passphrase, for version `version` of main key name ("" for the default).
+func NewSystemMainKey(passphrase []byte, name string, version uint32) (*MainKey, error) {
+	if name == "" {
+		name = DefaultMain
+	}
 	priv, err := rsa.GenerateKey(rand.Reader, SystemKeyBits)
 	if err != nil {
 		return nil, err
@@ -37,7 +47,7 @@ func NewSystemMainKey(passphrase []byte, version uint32) (*MainKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := crypto.SealSecret(der, passphrase, sealContext(version), kdf)
+	sealed, err := crypto.SealSecret(der, passphrase, sealContext(MainRef{name, version}), kdf)
 	if err != nil {
 		return nil, err
 	}
@@ -50,6 +60,7 @@ func NewSystemMainKey(passphrase []byte, version uint32) (*MainKey, error) {
 		return nil, err
 	}
 	return &MainKey{
+		Name:        name,
 		Version:     version,
 		Provider:    KindSystem,
 		KeyRef:      "sealed in keystore (argon2id)",
@@ -66,34 +77,34 @@ func NewSystemMainKey(passphrase []byte, version uint32) (*MainKey, error) {
 // System is the provider for system main key versions, unsealed in memory.
 type System struct {
 	mu   sync.RWMutex
-	keys map[uint32]*rsa.PrivateKey // guarded by mu
+	keys map[MainRef]*rsa.PrivateKey // guarded by mu
 }
 
 // UnlockSystem unseals every system main key version among keys with passphrase.
 // A wrong passphrase is ErrPermission.
 func UnlockSystem(keys []*MainKey, passphrase []byte) (*System, error) {
-	s := &System{keys: map[uint32]*rsa.PrivateKey{}}
+	s := &System{keys: map[MainRef]*rsa.PrivateKey{}}
 	for _, mk := range keys {
 		if mk.Provider != KindSystem || mk.Sealed == nil {
 			continue
 		}
-		der, err := mk.Sealed.Open(passphrase, sealContext(mk.Version))
+		der, err := mk.Sealed.Open(passphrase, sealContext(mk.Ref()))
 		if errors.Is(err, crypto.ErrAuth) {
-			return nil, fmt.Errorf("unseal main key v%d: wrong passphrase: %w", mk.Version, ErrPermission)
+			return nil, fmt.Errorf("unseal main key %s: wrong passphrase: %w", mk.Ref(), ErrPermission)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("unseal main key v%d: %w", mk.Version, err)
+			return nil, fmt.Errorf("unseal main key %s: %w", mk.Ref(), err)
 		}
 		k, err := x509.ParsePKCS8PrivateKey(der)
 		crypto.Zero(der)
 		if err != nil {
-			return nil, fmt.Errorf("main key v%d: %w", mk.Version, err)
+			return nil, fmt.Errorf("main key %s: %w", mk.Ref(), err)
 		}
 		priv, ok := k.(*rsa.PrivateKey)
 		if !ok {
-			return nil, fmt.Errorf("main key v%d: not RSA: %w", mk.Version, ErrInvalidCiphertext)
+			return nil, fmt.Errorf("main key %s: not RSA: %w", mk.Ref(), ErrInvalidCiphertext)
 		}
-		s.keys[mk.Version] = priv
+		s.keys[mk.Ref()] = priv
 	}
 	return s, nil
 }
@@ -107,10 +118,10 @@ func (s *System) Status(ctx context.Context) error { return nil }
 // Decrypt implements Provider.
 func (s *System) Decrypt(ctx context.Context, mk *MainKey, ciphertext []byte) ([]byte, error) {
 	s.mu.RLock()
-	priv := s.keys[mk.Version]
+	priv := s.keys[mk.Ref()]
 	s.mu.RUnlock()
 	if priv == nil {
-		return nil, fmt.Errorf("system main key v%d is not unlocked: %w", mk.Version, ErrKeyNotFound)
+		return nil, fmt.Errorf("system main key %s is not unlocked: %w", mk.Ref(), ErrKeyNotFound)
 	}
 	h, err := HashByName(mk.OAEPHash)
 	if err != nil {
@@ -118,7 +129,7 @@ func (s *System) Decrypt(ctx context.Context, mk *MainKey, ciphertext []byte) ([
 	}
 	pt, err := rsa.DecryptOAEP(h.New(), nil, priv, ciphertext, nil)
 	if err != nil {
-		return nil, fmt.Errorf("main key v%d: %w", mk.Version, ErrInvalidCiphertext)
+		return nil, fmt.Errorf("main key %s: %w", mk.Ref(), ErrInvalidCiphertext)
 	}
 	return pt, nil
 }

@@ -33,7 +33,7 @@ func testKeys(t *testing.T, name string) (*zones.Keys, *keystore.Keyring) {
 	}
 	ring := keystore.NewKeyring(store, []keystore.Provider{sys}, nil, time.Hour)
 	t.Cleanup(func() { ring.Close() })
-	if _, err := store.CreateZoneKey(name); err != nil {
+	if _, err := store.CreateZoneKey(name, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := store.RollZoneKey(name); err != nil {
@@ -109,7 +109,7 @@ func TestKeysFormats(t *testing.T) {
 		"another key name": {ID: z.ID, Key: "payroll"},
 	} {
 		if what == "another key name" {
-			if _, err := ring.Store().CreateZoneKey("payroll"); err != nil {
+			if _, err := ring.Store().CreateZoneKey("payroll", ""); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := ring.Store().RollZoneKey("payroll"); err != nil {

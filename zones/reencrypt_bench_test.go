@@ -42,7 +42,7 @@ func BenchmarkReencrypt(b *testing.B) {
 	ring := keystore.NewKeyring(store, []keystore.Provider{sys}, nil, time.Hour)
 	defer ring.Close()
 	keys := &zones.Keys{Ring: ring}
-	if _, err := store.CreateZoneKey("bench"); err != nil {
+	if _, err := store.CreateZoneKey("bench", ""); err != nil {
 		b.Fatal(err)
 	}
 	z := &zones.Zone{ID: [16]byte{7}, Key: "bench"}

@@ -106,6 +106,7 @@ func specFlags(c *cli.Context) providers.Spec {
 		Provider:     c.String("provider"),
 		PKCS11Module: c.String("pkcs11-module"), PKCS11Token: c.String("pkcs11-token"), PKCS11Key: c.String("pkcs11-key"),
 		VaultKey: c.String("vault-key"), VaultMount: c.String("vault-transit-mount"),
+		VaultAddress: c.String("vault-addr"), VaultNamespace: c.String("vault-namespace"), VaultCACert: c.String("vault-cacert"),
 	}
 }
 
@@ -154,6 +155,7 @@ func cmdInit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	sec.VaultToken = []byte(os.Getenv("VAULT_TOKEN"))
 	defer sec.Zero()
 	mk, err := providers.Init(context.Background(), ks, spec, sec)
 	if err != nil {
@@ -218,15 +220,28 @@ func cmdMount(c *cli.Context) error {
 				return err
 			}
 		}
+		if v := os.Getenv("VAULT_TOKEN"); v != "" {
+			sec.VaultToken = []byte(v)
+		}
+		// Main keys whose credential is an environment variable of this command.
+		daemon.AddSecretVars(providers.EnvNames(mks)...)
+		for _, name := range providers.EnvNames(mks) {
+			if v := os.Getenv(name); v != "" {
+				if sec.Env == nil {
+					sec.Env = map[string][]byte{}
+				}
+				sec.Env[name] = []byte(v)
+			}
+		}
 	}
 	if !c.Bool("foreground") {
-		return startBackground(backing, mnt, ks, mo, sec)
+		return startBackground(c, backing, mnt, ks, mo, sec)
 	}
 	if !isChild && daemon.EnvHoldsSecret() {
 		return handOver(sec, daemon.Reexec)
 	}
 	return daemon.Run(daemon.Config{
-		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo,
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"),
 		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
 		Ready: func() {
 			if childReport != nil {
@@ -239,13 +254,18 @@ func cmdMount(c *cli.Context) error {
 }
 
 // startBackground starts the daemon that serves the mount and waits until it is ready.
-func startBackground(backing, mnt, ks string, mo fs.MountOptions, sec providers.Secrets) error {
+func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions, sec providers.Secrets) error {
 	args := []string{"mount", "--foreground", "--keystore", ks}
 	if len(mo.Options) > 0 {
 		args = append(args, "-o", strings.Join(mo.Options, ","))
 	}
 	if mo.Debug {
 		args = append(args, "--debug")
+	}
+	for _, f := range []string{"key-ttl", "kms-poll"} {
+		if d := c.Duration(f); d > 0 {
+			args = append(args, "--"+f, d.String())
+		}
 	}
 	args = append(args, "--", backing, mnt)
 	err := handOver(sec, func(blob []byte) error {
@@ -384,9 +404,13 @@ func cmdStatus(c *cli.Context) error {
 	for _, s := range out {
 		var hs []string
 		for _, p := range s.Providers {
-			h := p.Kind + " ok"
+			who := p.Kind
+			if p.MainKey != "" {
+				who = fmt.Sprintf("%s v%d (%s)", p.MainKey, p.MainVersion, p.Kind)
+			}
+			h := who + " ok"
 			if !p.OK {
-				h = p.Kind + " ERROR: " + p.Error
+				h = who + " ERROR since " + ts(p.Since) + ": " + p.Error
 			}
 			hs = append(hs, h)
 		}
@@ -413,16 +437,39 @@ func cmdKeyChange(what string) cli.ActionFunc {
 			op = control.OpKeyRoll
 		}
 		var ki control.KeyInfo
-		if err := control.Call(sock, op, control.NameArgs{Name: c.Args().First()}, &ki); err != nil {
+		args := control.KeyCreateArgs{Name: c.Args().First()}
+		if what == "create" {
+			args.MainKey = c.String("main-key")
+		}
+		if err := control.Call(sock, op, args, &ki); err != nil {
 			return err
 		}
 		if c.Bool("json") {
 			return printJSON(ki)
 		}
 		v := ki.Versions[len(ki.Versions)-1]
-		fmt.Printf("key %s: version %d is current, wrapped by main key v%d (%s)\n", ki.Name, v.Version, v.MainVersion, v.MainProvider)
+		fmt.Printf("key %s: version %d is current, wrapped by main key %s v%d (%s)\n", ki.Name, v.Version, v.MainKey, v.MainVersion, v.MainProvider)
 		return nil
 	}
+}
+
+func cmdKeySetMain(c *cli.Context) error {
+	if err := exactArgs(c, "NAME", "MAIN-KEY"); err != nil {
+		return err
+	}
+	sock, err := socketFor(c)
+	if err != nil {
+		return err
+	}
+	var ki control.KeyInfo
+	if err := control.Call(sock, control.OpKeySetMain, control.KeyCreateArgs{Name: c.Args().Get(0), MainKey: c.Args().Get(1)}, &ki); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(ki)
+	}
+	fmt.Printf("key %s: every version is wrapped by main key %s now\n", ki.Name, ki.MainKey)
+	return nil
 }
 
 func cmdKeyList(c *cli.Context) error {
@@ -460,7 +507,7 @@ func cmdKeyDescribe(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(k)
 	}
-	fmt.Printf("key %s, created %s, current version @%d, zones: %s\n", k.Name, ts(k.Created), k.Current, strings.Join(k.Zones, ", "))
+	fmt.Printf("key %s, created %s, current version @%d, main key %s, zones: %s\n", k.Name, ts(k.Created), k.Current, k.MainKey, strings.Join(k.Zones, ", "))
 	w := table()
 	fmt.Fprintln(w, "VERSION\tCREATED\tWRAPPED BY\tSTATE\tFILES\t")
 	for _, v := range k.Versions {
@@ -471,7 +518,7 @@ func cmdKeyDescribe(c *cli.Context) error {
 		if v.Files != nil {
 			files = fmt.Sprint(*v.Files)
 		}
-		fmt.Fprintf(w, "%s@%d\t%s\tmain key v%d (%s)\t%s\t%s\t%s\n", k.Name, v.Version, ts(v.Created), v.MainVersion, v.MainProvider, v.State, files, cur)
+		fmt.Fprintf(w, "%s@%d\t%s\tmain key %s v%d (%s)\t%s\t%s\t%s\n", k.Name, v.Version, ts(v.Created), v.MainKey, v.MainVersion, v.MainProvider, v.State, files, cur)
 	}
 	if err := w.Flush(); err != nil {
 		return err

@@ -3,79 +3,95 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/ezfs/ezfs/control"
 	"github.com/ezfs/ezfs/keystore"
 	"github.com/urfave/cli/v2"
 )
 
+// credentialFlags say where a new main key version's secret comes from; the path or
+// name is recorded with the version, the secret never.
+var credentialFlags = []cli.Flag{
+	&cli.StringFlag{Name: "vault-token-file", Usage: "the Vault token of this main key is in this file (recorded: the daemon reads it at mount)"},
+	&cli.StringFlag{Name: "credential-env", Usage: "the secret of this main key (PIN, Vault token or passphrase) is in this environment variable of 'ezfs mount' (its name is recorded)"},
+}
+
 func kmsCommand() *cli.Command {
+	common := []cli.Flag{jsonFlag, mountFlag}
+	enrolFlags := append(append(append([]cli.Flag{jsonFlag, mountFlag, passFileFlag, pinFileFlag}, providerFlags...), vaultServerFlags...), credentialFlags...)
 	return &cli.Command{
-		Name: "kms", Usage: "manage the main key: versions, rotation, provider",
+		Name: "kms", Usage: "manage main keys: named, versioned, each with its own provider",
 		Subcommands: []*cli.Command{
-			{Name: "show", Usage: "list main key versions", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKMS(control.OpKMSShow)},
-			{Name: "rotate", Usage: "make a new main key version with the current provider",
-				Flags: []cli.Flag{jsonFlag, mountFlag, passFileFlag, pinFileFlag}, Action: cmdKMS(control.OpKMSRotate)},
-			{Name: "set", Usage: "switch to another provider: its key becomes the current version",
-				Flags: append([]cli.Flag{jsonFlag, mountFlag, passFileFlag, pinFileFlag}, providerFlags...), Action: cmdKMS(control.OpKMSSet)},
-			{Name: "rewrap", Usage: "re-wrap every zone key version under the current main key version",
-				Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKMS(control.OpKMSRewrap)},
-			{Name: "retire", Usage: "stop using a main key version that wraps nothing any more", ArgsUsage: "VERSION",
-				Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKMS(control.OpKMSRetire)},
+			{Name: "show", Usage: "list main keys, their versions, providers, health and the zone keys they protect",
+				ArgsUsage: "[NAME]", Flags: common, Action: cmdKMS(control.OpKMSShow)},
+			{Name: "create", Usage: "create main key NAME with its own provider (--pin-file, --vault-token-file: its credential's source)",
+				ArgsUsage: "NAME", Flags: enrolFlags, Action: cmdKMS(control.OpKMSCreate)},
+			{Name: "rotate", Usage: "make a new version of a main key (default: default) with its current provider",
+				ArgsUsage: "[NAME]", Flags: []cli.Flag{jsonFlag, mountFlag, passFileFlag, pinFileFlag}, Action: cmdKMS(control.OpKMSRotate)},
+			{Name: "set", Usage: "give a main key another provider: its key becomes the current version",
+				ArgsUsage: "[NAME]", Flags: enrolFlags, Action: cmdKMS(control.OpKMSSet)},
+			{Name: "rewrap", Usage: "re-wrap every zone key version under the main key's current version",
+				ArgsUsage: "[NAME]", Flags: common, Action: cmdKMS(control.OpKMSRewrap)},
+			{Name: "retire", Usage: "stop using a main key version that wraps nothing any more",
+				ArgsUsage: "[NAME] VERSION", Flags: common, Action: cmdKMS(control.OpKMSRetire)},
+			{Name: "check", Usage: "ask the providers of a main key (default: all) now",
+				ArgsUsage: "[NAME]", Flags: common, Action: cmdKMS(control.OpKMSCheck)},
 		},
 	}
 }
 
+// kmsArgs reads NAME (and VERSION) from the command line.
+func kmsArgs(c *cli.Context, op string) (control.KMSArgs, error) {
+	var a control.KMSArgs
+	args := c.Args().Slice()
+	switch {
+	case op == control.OpKMSCreate:
+		if err := exactArgs(c, "NAME"); err != nil {
+			return a, err
+		}
+	case op == control.OpKMSRetire:
+		if len(args) < 1 || len(args) > 2 {
+			return a, fmt.Errorf("%s needs [NAME] VERSION (see --help)", c.Command.FullName())
+		}
+		v, err := strconv.ParseUint(strings.TrimPrefix(args[len(args)-1], "v"), 10, 32)
+		if err != nil {
+			return a, fmt.Errorf("VERSION must be a number, not %q", args[len(args)-1])
+		}
+		a.Version = uint32(v)
+		args = args[:len(args)-1]
+	case len(args) > 1:
+		return a, fmt.Errorf("%s takes at most one NAME (see --help)", c.Command.FullName())
+	}
+	if len(args) > 0 {
+		a.Name = args[0]
+	}
+	return a, nil
+}
+
 func cmdKMS(op string) cli.ActionFunc {
 	return func(c *cli.Context) error {
+		a, err := kmsArgs(c, op)
+		if err != nil {
+			return err
+		}
 		sock, err := socketFor(c)
 		if err != nil {
 			return err
 		}
-		var a control.KMSArgs
 		switch op {
-		case control.OpKMSRetire:
-			if err := exactArgs(c, "VERSION"); err != nil {
+		case control.OpKMSCreate, control.OpKMSSet:
+			if err := enrolArgs(c, &a); err != nil {
 				return err
 			}
-			v, err := strconv.ParseUint(c.Args().First(), 10, 32)
-			if err != nil {
-				return fmt.Errorf("VERSION must be a number, not %q", c.Args().First())
-			}
-			a.Version = uint32(v)
-		case control.OpKMSRotate, control.OpKMSSet:
-			provider := ""
-			if op == control.OpKMSSet {
-				spec := specFlags(c)
-				if err := spec.Check(); err != nil {
-					return err
-				}
-				provider = spec.Provider
-				a = control.KMSArgs{Provider: spec.Provider, PKCS11Module: spec.PKCS11Module, PKCS11Token: spec.PKCS11Token,
-					PKCS11Key: spec.PKCS11Key, VaultKey: spec.VaultKey, VaultMount: spec.VaultMount}
-			} else {
-				var cur []control.MainKeyInfo
-				if err := control.Call(sock, control.OpKMSShow, nil, &cur); err != nil {
-					return err
-				}
-				for _, mk := range cur {
-					if mk.Current {
-						provider = mk.Provider
-					}
-				}
-			}
-			sec, err := secretsFor(c, provider, provider == keystore.KindSystem && op == control.OpKMSSet)
-			if err != nil {
+		case control.OpKMSRotate:
+			if err := rotateArgs(c, sock, &a); err != nil {
 				return err
-			}
-			defer sec.Zero()
-			a.Passphrase, a.PIN = sec.Passphrase, sec.PIN
-			if provider == "vault" {
-				a.VaultAddress, a.VaultToken = os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
-				a.VaultNamespace, a.VaultCACert = os.Getenv("VAULT_NAMESPACE"), os.Getenv("VAULT_CACERT")
 			}
 		}
+		defer zeroArgs(&a)
 		var mks []control.MainKeyInfo
 		if err := control.Call(sock, op, a, &mks); err != nil {
 			return err
@@ -83,16 +99,129 @@ func cmdKMS(op string) cli.ActionFunc {
 		if c.Bool("json") {
 			return printJSON(mks)
 		}
-		w := table()
-		fmt.Fprintln(w, "VERSION\tPROVIDER\tKEY\tALGORITHM\tFINGERPRINT\tSTATE\tWRAPS\t")
-		for _, mk := range mks {
-			cur := ""
-			if mk.Current {
-				cur = "(current)"
-			}
-			fmt.Fprintf(w, "v%d\t%s\t%s\t%s-%s\t%.16s…\t%s\t%d zone key versions\t%s\n", mk.Version, mk.Provider, mk.KeyRef,
-				mk.Algorithm, mk.OAEPHash, mk.Fingerprint, mk.State, mk.ZoneKeyVersions, cur)
-		}
-		return w.Flush()
+		return printMainKeys(mks)
 	}
+}
+
+func zeroArgs(a *control.KMSArgs) {
+	for _, b := range [][]byte{a.Passphrase, a.PIN} {
+		for i := range b {
+			b[i] = 0
+		}
+	}
+}
+
+// enrolArgs fill a with the provider flags, where the credential comes from, and the
+// administrator's secret when it is not in a file the daemon reads.
+func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
+	spec := specFlags(c)
+	if err := spec.Check(); err != nil {
+		return err
+	}
+	a.Provider, a.PKCS11Module, a.PKCS11Token, a.PKCS11Key = spec.Provider, spec.PKCS11Module, spec.PKCS11Token, spec.PKCS11Key
+	a.VaultKey, a.VaultMount = spec.VaultKey, spec.VaultMount
+	a.VaultAddress, a.VaultNamespace, a.VaultCACert = spec.VaultAddress, spec.VaultNamespace, spec.VaultCACert
+	file, err := credentialFile(c, spec.Provider)
+	if err != nil {
+		return err
+	}
+	a.CredentialFile, a.CredentialEnv = file, c.String("credential-env")
+	switch {
+	case a.CredentialEnv != "":
+		v := os.Getenv(a.CredentialEnv)
+		if v == "" {
+			return fmt.Errorf("--credential-env %s: the variable is not set", a.CredentialEnv)
+		}
+		setSecret(a, spec.Provider, []byte(v))
+		return nil
+	case file != "":
+		return nil // the daemon reads it
+	}
+	sec, err := secretsFor(c, spec.Provider, spec.Provider == keystore.KindSystem)
+	if err != nil {
+		return err
+	}
+	a.Passphrase, a.PIN = sec.Passphrase, sec.PIN
+	if spec.Provider == "vault" {
+		a.VaultToken = os.Getenv("VAULT_TOKEN")
+	}
+	return nil
+}
+
+// credentialFile is the absolute path of the credential file flag of provider, if any.
+func credentialFile(c *cli.Context, provider string) (string, error) {
+	flag := map[string]string{keystore.KindSystem: "passphrase-file", "pkcs11": "pin-file", "vault": "vault-token-file"}[provider]
+	f := c.String(flag)
+	if f == "" {
+		return "", nil
+	}
+	abs, err := filepath.Abs(f)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", fmt.Errorf("--%s: %w", flag, err)
+	}
+	return abs, nil
+}
+
+func setSecret(a *control.KMSArgs, provider string, v []byte) {
+	switch provider {
+	case keystore.KindSystem:
+		a.Passphrase = v
+	case "pkcs11":
+		a.PIN = v
+	default:
+		a.VaultToken = string(v)
+	}
+}
+
+// rotateArgs bring the mount's secret for a main key whose current version records no
+// credential source of its own.
+func rotateArgs(c *cli.Context, sock string, a *control.KMSArgs) error {
+	var cur []control.MainKeyInfo
+	if err := control.Call(sock, control.OpKMSShow, control.KMSArgs{Name: a.Name}, &cur); err != nil {
+		return err
+	}
+	for _, mk := range cur {
+		if !mk.Current || mk.Credential != (*keystore.Credential)(nil).String() {
+			continue
+		}
+		sec, err := secretsFor(c, mk.Provider, false)
+		if err != nil {
+			return err
+		}
+		a.Passphrase, a.PIN = sec.Passphrase, sec.PIN
+		if mk.Provider == "vault" {
+			a.VaultToken = os.Getenv("VAULT_TOKEN")
+		}
+	}
+	return nil
+}
+
+func printMainKeys(mks []control.MainKeyInfo) error {
+	w := table()
+	fmt.Fprintln(w, "MAIN KEY\tVERSION\tPROVIDER\tKEY\tALGORITHM\tFINGERPRINT\tSTATE\tHEALTH\tPROTECTS\t")
+	for _, mk := range mks {
+		cur := ""
+		if mk.Current {
+			cur = "(current)"
+		}
+		if mk.Origin != "" {
+			cur += " (" + mk.Origin + " in the provider)"
+		}
+		health := "not asked"
+		if h := mk.Health; h != nil && h.OK {
+			health = "ok since " + ts(h.Since)
+		} else if h != nil {
+			health = "ERROR since " + ts(h.Since) + ": " + h.Error
+		}
+		protects := strings.Join(mk.ZoneKeys, ",")
+		if protects == "" {
+			protects = "-"
+		}
+		fmt.Fprintf(w, "%s\tv%d\t%s\t%s\t%s-%s\t%.16s…\t%s\t%s\t%s\t%s\n", mk.Name, mk.Version, mk.Provider, mk.KeyRef,
+			mk.Algorithm, mk.OAEPHash, mk.Fingerprint, mk.State, health, protects, cur)
+	}
+	return w.Flush()
 }

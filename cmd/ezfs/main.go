@@ -55,8 +55,14 @@ var (
 		&cli.StringFlag{Name: "pkcs11-module", Usage: "PKCS#11 module (.so) path"},
 		&cli.StringFlag{Name: "pkcs11-token", Usage: "PKCS#11 token label"},
 		&cli.StringFlag{Name: "pkcs11-key", Usage: "label of the RSA key on the token (generated if missing)"},
-		&cli.StringFlag{Name: "vault-key", Usage: "Transit key name (created as rsa-3072 if missing); server from VAULT_ADDR, token from VAULT_TOKEN"},
+		&cli.StringFlag{Name: "vault-key", Usage: "Transit key name (created as rsa-3072 if missing); token from VAULT_TOKEN unless its source is given"},
 		&cli.StringFlag{Name: "vault-transit-mount", Value: "transit", Usage: "mount path of the Transit engine"},
+	}
+	// vaultServerFlags locate a Vault server; recorded with the main key version.
+	vaultServerFlags = []cli.Flag{
+		&cli.StringFlag{Name: "vault-addr", EnvVars: []string{"VAULT_ADDR"}, Usage: "Vault server address"},
+		&cli.StringFlag{Name: "vault-namespace", EnvVars: []string{"VAULT_NAMESPACE"}, Usage: "Vault namespace"},
+		&cli.StringFlag{Name: "vault-cacert", EnvVars: []string{"VAULT_CACERT"}, Usage: "CA certificate file of the Vault server"},
 	}
 )
 
@@ -80,7 +86,7 @@ func buildApp() *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name: "init", Usage: "create the keystore and main key of a backing directory", ArgsUsage: "BACKING",
-				Flags:  append([]cli.Flag{keystoreFlag, passFileFlag, pinFileFlag}, providerFlags...),
+				Flags:  append(append([]cli.Flag{keystoreFlag, passFileFlag, pinFileFlag}, providerFlags...), vaultServerFlags...),
 				Action: cmdInit,
 			},
 			{
@@ -88,7 +94,9 @@ func buildApp() *cli.App {
 				Flags: []cli.Flag{keystoreFlag, passFileFlag, pinFileFlag,
 					&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; log to stderr"},
 					&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, ro, ... (comma separated)"},
-					&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"}},
+					&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
+					&cli.DurationFlag{Name: "key-ttl", Usage: "how long an unwrapped zone key stays cached unused (default 10m)"},
+					&cli.DurationFlag{Name: "kms-poll", Usage: "how often to look for main key versions made in the provider (a Transit rotation in Vault) (default 1h)"}},
 				Action: cmdMount,
 			},
 			{Name: "umount", Aliases: []string{"unmount"}, Usage: "unmount and stop the daemon", ArgsUsage: "MOUNTPOINT", Action: cmdUmount},
@@ -96,7 +104,10 @@ func buildApp() *cli.App {
 			{
 				Name: "key", Usage: "manage zone keys",
 				Subcommands: []*cli.Command{
-					{Name: "create", Usage: "create a zone key", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyChange("create")},
+					{Name: "create", Usage: "create a zone key", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag,
+						&cli.StringFlag{Name: "main-key", Value: "default", Usage: "the main key that wraps its versions"}}, Action: cmdKeyChange("create")},
+					{Name: "set-main", Usage: "re-wrap every version of a zone key under another main key (file contents and EDEKs untouched)",
+						ArgsUsage: "NAME MAIN-KEY", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeySetMain},
 					{Name: "roll", Usage: "add a new version; new files use it", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyChange("roll")},
 					{Name: "list", Usage: "list zone keys", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyList},
 					{Name: "describe", Usage: "show a key's versions and the main key version wrapping each", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyDescribe},

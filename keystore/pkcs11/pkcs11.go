@@ -53,13 +53,9 @@ func Open(cfg Config) (*Provider, error) {
 	if cfg.Module == "" || cfg.Token == "" {
 		return nil, fmt.Errorf("pkcs11: module and token are required: %w", keystore.ErrBadInput)
 	}
-	ctx := p11.New(cfg.Module)
-	if ctx == nil {
-		return nil, fmt.Errorf("pkcs11: cannot load module %s: %w", cfg.Module, keystore.ErrUnavailable)
-	}
-	if err := ctx.Initialize(); err != nil && !isCode(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		ctx.Destroy()
-		return nil, fmt.Errorf("pkcs11: initialise %s: %w", cfg.Module, classify(err))
+	ctx, err := acquireModule(cfg.Module)
+	if err != nil {
+		return nil, err
 	}
 	// Keep a copy of the PIN: sessions opened later (after a token reset, or for more
 	// parallel calls) log in again, and the caller zeroes its copy.
@@ -332,7 +328,9 @@ func (p *Provider) generate(sh p11.SessionHandle, label string) (*rsa.PublicKey,
 	return p.publicKey(sh, label)
 }
 
-// Close logs out and unloads the module.
+// Close closes the provider's sessions, and finalizes and unloads the module when no
+// other provider in the process uses it (a PKCS#11 module is initialised once per
+// process: finalizing it under another token's provider breaks that one).
 func (p *Provider) Close() error {
 	if p.ctx == nil {
 		return nil
@@ -341,11 +339,68 @@ func (p *Provider) Close() error {
 	for sh := range p.sessions {
 		_ = p.ctx.CloseSession(sh)
 	}
-	_ = p.ctx.Finalize()
-	p.ctx.Destroy()
+	releaseModule(p.cfg.Module)
 	p.ctx = nil
 	crypto.Zero(p.cfg.PIN)
 	return nil
+}
+
+// modules are the loaded PKCS#11 modules, shared by every provider of this process.
+var modules = struct {
+	mu sync.Mutex
+	m  map[string]*module // guarded by mu; by path
+}{m: map[string]*module{}}
+
+type module struct {
+	ctx  *p11.Ctx
+	refs int
+}
+
+// acquireModule loads and initialises the module at path, or takes another reference
+// to it if it is loaded.
+func acquireModule(path string) (*p11.Ctx, error) {
+	modules.mu.Lock()
+	defer modules.mu.Unlock()
+	if m := modules.m[path]; m != nil {
+		m.refs++
+		return m.ctx, nil
+	}
+	ctx := p11.New(path)
+	if ctx == nil {
+		return nil, fmt.Errorf("pkcs11: cannot load module %s: %w", path, keystore.ErrUnavailable)
+	}
+	if err := ctx.Initialize(); err != nil && !isCode(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		ctx.Destroy()
+		return nil, fmt.Errorf("pkcs11: initialise %s: %w", path, classify(err))
+	}
+	modules.m[path] = &module{ctx: ctx, refs: 1}
+	return ctx, nil
+}
+
+// releaseModule drops a reference; the last one finalizes and unloads the module.
+func releaseModule(path string) {
+	modules.mu.Lock()
+	defer modules.mu.Unlock()
+	m := modules.m[path]
+	if m == nil {
+		return
+	}
+	if m.refs--; m.refs > 0 {
+		return
+	}
+	delete(modules.m, path)
+	_ = m.ctx.Finalize()
+	m.ctx.Destroy()
+}
+
+// ModuleRefs is how many providers of this process use the module at path (tests).
+func ModuleRefs(path string) int {
+	modules.mu.Lock()
+	defer modules.mu.Unlock()
+	if m := modules.m[path]; m != nil {
+		return m.refs
+	}
+	return 0
 }
 
 func isCode(err error, code uint) bool {

@@ -4,9 +4,11 @@
 package providers
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"time"
+	"os"
 
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
@@ -18,19 +20,68 @@ import (
 var Kinds = []string{keystore.KindSystem, pkcs11.Kind, vault.Kind}
 
 // Secrets are what unlocking providers takes: never on a command line or in a log.
+// Passphrase, PIN and VaultToken are the mount's own, for main key versions that
+// record no credential source (the default key, as before named main keys); Env holds
+// the values of the environment variables versions name as their source, read by the
+// command that started the daemon.
 type Secrets struct {
-	Passphrase []byte `json:"passphrase,omitempty"` // system
-	PIN        []byte `json:"pin,omitempty"`        // pkcs11
+	Passphrase []byte            `json:"passphrase,omitempty"` // system
+	PIN        []byte            `json:"pin,omitempty"`        // pkcs11
+	VaultToken []byte            `json:"vault_token,omitempty"`
+	Env        map[string][]byte `json:"env,omitempty"`
 }
 
 // Zero overwrites the secrets.
 func (s *Secrets) Zero() {
 	crypto.Zero(s.Passphrase)
 	crypto.Zero(s.PIN)
+	crypto.Zero(s.VaultToken)
+	for _, v := range s.Env {
+		crypto.Zero(v)
+	}
 }
 
-// Spec describes the main key a provider should hold (init, kms set).
+// Clone is a copy the caller zeroes independently.
+func (s Secrets) Clone() Secrets {
+	out := Secrets{Passphrase: bytes.Clone(s.Passphrase), PIN: bytes.Clone(s.PIN), VaultToken: bytes.Clone(s.VaultToken)}
+	if len(s.Env) > 0 {
+		out.Env = map[string][]byte{}
+		for k, v := range s.Env {
+			out.Env[k] = bytes.Clone(v)
+		}
+	}
+	return out
+}
+
+// ErrNoCredential is a credential source that gives nothing.
+var ErrNoCredential = errors.New("no credential")
+
+// Credential reads the secret of a provider: from src when the main key version names
+// one, else the mount's own (fallback). The caller zeroes the result.
+func (s Secrets) Credential(src *keystore.Credential, fallback []byte, what string) ([]byte, error) {
+	var b []byte
+	switch {
+	case src == nil || (src.File == "" && src.Env == ""):
+		b = bytes.Clone(fallback)
+	case src.File != "":
+		raw, err := os.ReadFile(src.File)
+		if err != nil {
+			return nil, fmt.Errorf("%s from %s: %v: %w", what, src, err, keystore.ErrPermission)
+		}
+		b = bytes.TrimRight(raw, "\r\n")
+	default:
+		b = bytes.Clone(s.Env[src.Env])
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s from %s: %w: %w", what, src, ErrNoCredential, keystore.ErrPermission)
+	}
+	return b, nil
+}
+
+// Spec describes the main key version a provider should hold (init, kms create, set,
+// rotate).
 type Spec struct {
+	Name         string `json:"name,omitempty"` // the main key; "" for the default
 	Provider     string `json:"provider"`
 	PKCS11Module string `json:"pkcs11_module,omitempty"`
 	PKCS11Token  string `json:"pkcs11_token,omitempty"`
@@ -39,32 +90,43 @@ type Spec struct {
 	PKCS11KeyBase string `json:"-"`
 	VaultKey      string `json:"vault_key,omitempty"`
 	VaultMount    string `json:"vault_transit_mount,omitempty"`
-	// Vault connection, when it is not the daemon's environment (VAULT_*).
-	VaultAddress, VaultToken, VaultNamespace, VaultCACert string `json:"-"`
+	// The Vault server, recorded with the version (the daemon's environment is not
+	// consulted for it).
+	VaultAddress   string `json:"vault_addr,omitempty"`
+	VaultNamespace string `json:"vault_namespace,omitempty"`
+	VaultCACert    string `json:"vault_cacert,omitempty"`
+	// Credential is where the version's secret comes from; nil: the mount's own.
+	Credential *keystore.Credential `json:"credential,omitempty"`
 }
 
 // Check reports a spec missing what its provider needs.
 func (s Spec) Check() error {
+	if s.Name != "" {
+		if err := keystore.CheckMainKeyName(s.Name); err != nil {
+			return err
+		}
+	}
 	switch s.Provider {
 	case keystore.KindSystem:
 	case pkcs11.Kind:
 		if s.PKCS11Module == "" || s.PKCS11Token == "" || s.PKCS11Key == "" {
-			return fmt.Errorf("the pkcs11 provider needs --pkcs11-module, --pkcs11-token and --pkcs11-key")
+			return fmt.Errorf("the pkcs11 provider needs --pkcs11-module, --pkcs11-token and --pkcs11-key: %w", keystore.ErrBadInput)
 		}
 	case vault.Kind:
 		if s.VaultKey == "" {
-			return fmt.Errorf("the vault provider needs --vault-key")
+			return fmt.Errorf("the vault provider needs --vault-key: %w", keystore.ErrBadInput)
 		}
 	default:
-		return fmt.Errorf("unknown provider %q (known: system, pkcs11, vault)", s.Provider)
+		return fmt.Errorf("unknown provider %q (known: system, pkcs11, vault): %w", s.Provider, keystore.ErrBadInput)
 	}
 	return nil
 }
 
-// Needs reports which secrets the active main key versions need.
+// Needs reports which of the mount's own secrets the active main key versions need:
+// those of versions that record no credential source of their own.
 func Needs(mks []*keystore.MainKey) (passphrase, pin bool) {
 	for _, mk := range mks {
-		if mk.State != keystore.StateActive {
+		if mk.State != keystore.StateActive || mk.Credential != nil {
 			continue
 		}
 		passphrase = passphrase || mk.Provider == keystore.KindSystem
@@ -73,106 +135,77 @@ func Needs(mks []*keystore.MainKey) (passphrase, pin bool) {
 	return passphrase, pin
 }
 
-// Open opens one provider per kind used by an active main key version and checks that
-// each answers, so a mount with a provider down fails at once with the reason.
-func Open(ctx context.Context, mks []*keystore.MainKey, sec Secrets) ([]keystore.Provider, error) {
-	var out []keystore.Provider
-	fail := func(err error) ([]keystore.Provider, error) {
-		for _, p := range out {
-			p.Close()
-		}
-		return nil, err
-	}
-	newest := map[string]*keystore.MainKey{}
-	var system []*keystore.MainKey
+// EnvNames lists the environment variables the active main key versions take their
+// credentials from.
+func EnvNames(mks []*keystore.MainKey) []string {
+	seen := map[string]bool{}
+	var out []string
 	for _, mk := range mks {
-		if mk.State != keystore.StateActive {
-			continue
-		}
-		newest[mk.Provider] = mk
-		if mk.Provider == keystore.KindSystem {
-			system = append(system, mk)
+		if mk.State == keystore.StateActive && mk.Credential != nil && mk.Credential.Env != "" && !seen[mk.Credential.Env] {
+			seen[mk.Credential.Env] = true
+			out = append(out, mk.Credential.Env)
 		}
 	}
-	for kind, mk := range newest {
-		var p keystore.Provider
-		var err error
-		switch kind {
-		case keystore.KindSystem:
-			if len(sec.Passphrase) == 0 {
-				return fail(fmt.Errorf("the system main key needs a passphrase: %w", keystore.ErrPermission))
-			}
-			p, err = keystore.UnlockSystem(system, sec.Passphrase)
-		case pkcs11.Kind:
-			if len(sec.PIN) == 0 {
-				return fail(fmt.Errorf("the pkcs11 main key needs a PIN (EZFS_EXTERNAL_KEY_PIN or --pin-file): %w", keystore.ErrPermission))
-			}
-			p, err = pkcs11.Open(pkcs11.Config{Module: mk.Settings["module"], Token: mk.Settings["token"], PIN: sec.PIN})
-		case vault.Kind:
-			p, err = vault.Open(vault.Config{Key: mk.Settings["key"], Mount: mk.Settings["mount"]})
-		default:
-			err = fmt.Errorf("main key v%d: unknown provider %q: %w", mk.Version, kind, keystore.ErrBadInput)
-		}
-		if err != nil {
-			return fail(err)
-		}
-		out = append(out, p)
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err = p.Status(sctx)
-		cancel()
-		if err != nil {
-			return fail(fmt.Errorf("provider %s: %w", kind, err))
-		}
-	}
-	return out, nil
+	return out
 }
 
-// Enroll creates main key version `version` as spec says, reusing an open provider of
-// the same kind where it can serve it, and self-tests it. It returns the record (not
-// yet stored) and the provider that serves it.
-func Enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate bool, open map[string]keystore.Provider) (*keystore.MainKey, keystore.Provider, error) {
-	if err := spec.Check(); err != nil {
-		return nil, nil, fmt.Errorf("%v: %w", err, keystore.ErrBadInput)
+// Opener builds each main key version's provider instance from what it recorded.
+func Opener(sec Secrets) keystore.Opener {
+	return func(ctx context.Context, mk *keystore.MainKey) (keystore.Provider, error) {
+		return OpenVersion(ctx, mk, sec)
 	}
-	var mk *keystore.MainKey
-	var p keystore.Provider
-	var err error
-	switch spec.Provider {
+}
+
+// OpenVersion opens the provider instance main key version mk recorded.
+func OpenVersion(ctx context.Context, mk *keystore.MainKey, sec Secrets) (keystore.Provider, error) {
+	switch mk.Provider {
 	case keystore.KindSystem:
-		if len(sec.Passphrase) == 0 {
-			return nil, nil, fmt.Errorf("a system main key needs a passphrase: %w", keystore.ErrPermission)
+		pass, err := sec.Credential(mk.Credential, sec.Passphrase, "the passphrase of main key "+mk.Name)
+		if err != nil {
+			return nil, err
 		}
-		if mk, err = keystore.NewSystemMainKey(sec.Passphrase, version); err != nil {
-			return nil, nil, err
-		}
-		p, err = keystore.UnlockSystem([]*keystore.MainKey{mk}, sec.Passphrase)
+		defer crypto.Zero(pass)
+		return keystore.UnlockSystem([]*keystore.MainKey{mk}, pass)
 	case pkcs11.Kind:
-		hp, ok := open[pkcs11.Kind].(*pkcs11.Provider)
-		if !ok || !hp.Serves(spec.PKCS11Module, spec.PKCS11Token) {
-			if len(sec.PIN) == 0 {
-				return nil, nil, fmt.Errorf("a pkcs11 main key needs a PIN (EZFS_EXTERNAL_KEY_PIN or --pin-file): %w", keystore.ErrPermission)
-			}
-			if hp, err = pkcs11.Open(pkcs11.Config{Module: spec.PKCS11Module, Token: spec.PKCS11Token, PIN: sec.PIN}); err != nil {
-				return nil, nil, err
-			}
+		pin, err := sec.Credential(mk.Credential, sec.PIN, "the PIN of main key "+mk.Name+" (EZFS_EXTERNAL_KEY_PIN or --pin-file)")
+		if err != nil {
+			return nil, err
 		}
-		p = hp
-		mk, err = hp.Enroll(ctx, spec.PKCS11Key, spec.PKCS11KeyBase, version)
+		defer crypto.Zero(pin)
+		return pkcs11.Open(pkcs11.Config{Module: mk.Settings["module"], Token: mk.Settings["token"], PIN: pin})
 	case vault.Kind:
-		var vp *vault.Provider
-		vc := vault.Config{Key: spec.VaultKey, Mount: spec.VaultMount, Address: spec.VaultAddress,
-			Token: spec.VaultToken, Namespace: spec.VaultNamespace, CACert: spec.VaultCACert}
-		if vp, err = vault.Open(vc); err != nil {
-			return nil, nil, err
+		token, err := sec.Credential(mk.Credential, sec.VaultToken, "the Vault token of main key "+mk.Name+" (VAULT_TOKEN)")
+		if err != nil {
+			return nil, err
 		}
-		p = vp
-		mk, err = vp.Enroll(ctx, version, rotate)
+		defer crypto.Zero(token)
+		return vault.Open(vaultConfig(mk.Settings, token))
 	}
+	return nil, fmt.Errorf("main key %s: unknown provider %q: %w", mk.Ref(), mk.Provider, keystore.ErrBadInput)
+}
+
+// vaultConfig is the connection a vault version recorded.
+func vaultConfig(set map[string]string, token []byte) vault.Config {
+	return vault.Config{Key: set["key"], Mount: set["mount"], Address: set["address"],
+		Namespace: set["namespace"], CACert: set["ca_cert"], Token: string(token)}
+}
+
+// Enroll creates version `version` of main key spec.Name as spec says and self-tests
+// it. It returns the record (not yet stored) and the provider instance that serves it.
+func Enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate bool) (*keystore.MainKey, keystore.Provider, error) {
+	if err := spec.Check(); err != nil {
+		return nil, nil, err
+	}
+	if spec.Name == "" {
+		spec.Name = keystore.DefaultMain
+	}
+	mk, p, err := enroll(ctx, spec, version, sec, rotate)
 	if err == nil {
+		mk.Name, mk.Credential = spec.Name, spec.Credential
 		err = keystore.SelfTest(ctx, p, mk)
 	}
 	if err != nil {
-		if p != nil && p != open[spec.Provider] {
+		if p != nil {
 			p.Close()
 		}
 		return nil, nil, err
@@ -180,10 +213,51 @@ func Enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate 
 	return mk, p, nil
 }
 
-// SpecOf is the spec that makes a new version like mk (kms rotate): same provider and
-// place; on a token, a new key labelled after the version.
+func enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate bool) (*keystore.MainKey, keystore.Provider, error) {
+	switch spec.Provider {
+	case keystore.KindSystem:
+		pass, err := sec.Credential(spec.Credential, sec.Passphrase, "a system main key's passphrase")
+		if err != nil {
+			return nil, nil, err
+		}
+		defer crypto.Zero(pass)
+		mk, err := keystore.NewSystemMainKey(pass, spec.Name, version)
+		if err != nil {
+			return nil, nil, err
+		}
+		p, err := keystore.UnlockSystem([]*keystore.MainKey{mk}, pass)
+		return mk, p, err
+	case pkcs11.Kind:
+		pin, err := sec.Credential(spec.Credential, sec.PIN, "a pkcs11 main key's PIN (EZFS_EXTERNAL_KEY_PIN or --pin-file)")
+		if err != nil {
+			return nil, nil, err
+		}
+		defer crypto.Zero(pin)
+		hp, err := pkcs11.Open(pkcs11.Config{Module: spec.PKCS11Module, Token: spec.PKCS11Token, PIN: pin})
+		if err != nil {
+			return nil, nil, err
+		}
+		mk, err := hp.Enroll(ctx, spec.PKCS11Key, spec.PKCS11KeyBase, version)
+		return mk, hp, err
+	}
+	token, err := sec.Credential(spec.Credential, sec.VaultToken, "a vault main key's token (VAULT_TOKEN or --vault-token-file)")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer crypto.Zero(token)
+	vp, err := vault.Open(vault.Config{Key: spec.VaultKey, Mount: spec.VaultMount, Address: spec.VaultAddress,
+		Namespace: spec.VaultNamespace, CACert: spec.VaultCACert, Token: string(token)})
+	if err != nil {
+		return nil, nil, err
+	}
+	mk, err := vp.Enroll(ctx, version, rotate)
+	return mk, vp, err
+}
+
+// SpecOf is the spec that makes a new version like mk (kms rotate): same main key,
+// provider, place and credential; on a token, a new key labelled after the version.
 func SpecOf(mk *keystore.MainKey, next uint32) Spec {
-	s := Spec{Provider: mk.Provider}
+	s := Spec{Name: mk.Name, Provider: mk.Provider, Credential: mk.Credential}
 	switch mk.Provider {
 	case pkcs11.Kind:
 		base := mk.Settings["key_base"]
@@ -194,22 +268,24 @@ func SpecOf(mk *keystore.MainKey, next uint32) Spec {
 		s.PKCS11Key = fmt.Sprintf("%s-v%d", base, next)
 	case vault.Kind:
 		s.VaultKey, s.VaultMount = mk.Settings["key"], mk.Settings["mount"]
+		s.VaultAddress, s.VaultNamespace, s.VaultCACert = mk.Settings["address"], mk.Settings["namespace"], mk.Settings["ca_cert"]
 	}
 	return s
 }
 
-// Init creates a keystore in dir whose main key version 1 comes from spec.
+// Init creates a keystore in dir whose main key `default` v1 comes from spec.
 func Init(ctx context.Context, dir string, spec Spec, sec Secrets) (*keystore.MainKey, error) {
 	if err := spec.Check(); err != nil {
-		return nil, fmt.Errorf("%v: %w", err, keystore.ErrBadInput)
+		return nil, err
 	}
-	if spec.Provider == keystore.KindSystem {
+	if spec.Provider == keystore.KindSystem && spec.Credential == nil {
 		return keystore.InitSystem(dir, sec.Passphrase)
 	}
 	if keystore.Exists(dir) {
 		return nil, fmt.Errorf("keystore %s: %w", dir, keystore.ErrExists)
 	}
-	mk, p, err := Enroll(ctx, spec, 1, sec, false, nil)
+	spec.Name = keystore.DefaultMain
+	mk, p, err := Enroll(ctx, spec, 1, sec, false)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +302,6 @@ func Init(ctx context.Context, dir string, spec Spec, sec Secrets) (*keystore.Ma
 	if err != nil {
 		return nil, err
 	}
-	a.Action("init", map[string]any{"provider": mk.Provider, "main_version": mk.Version, "key_ref": mk.KeyRef, "fingerprint": mk.Fingerprint}, nil)
+	a.Action("init", map[string]any{"main_key": mk.Name, "provider": mk.Provider, "main_version": mk.Version, "key_ref": mk.KeyRef, "fingerprint": mk.Fingerprint}, nil)
 	return mk, a.Close()
 }

@@ -6,6 +6,7 @@ package vault
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
+	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/vault/api"
 )
 
@@ -28,9 +30,11 @@ const Kind = "vault"
 // KeyType is the Transit key type created when the named key does not exist.
 const KeyType = "rsa-3072"
 
-// Config names the Transit key. The server, token, namespace and CA come from the
-// standard VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE and VAULT_CACERT variables, unless
-// set here (kms set passes the administrator's).
+// Config is one Transit key on one Vault server, as a main key version records it.
+// Nothing comes from the environment (VAULT_ADDR and the like): two main keys on two
+// servers work side by side. The command line fills an empty Address from VAULT_ADDR
+// when a version is made, and the daemon passes the mount's VAULT_TOKEN for versions
+// that record no credential source.
 type Config struct {
 	Key   string
 	Mount string // the Transit engine's mount path, "transit" by default
@@ -44,39 +48,50 @@ type Provider struct {
 	cfg Config
 }
 
-// Open builds a client from the environment; it does not contact the server.
+// Open builds a client for cfg's server; it does not contact the server.
 func Open(cfg Config) (*Provider, error) {
 	if cfg.Mount == "" {
 		cfg.Mount = "transit"
 	}
-	vc := api.DefaultConfig()
-	if vc.Error != nil {
-		return nil, fmt.Errorf("vault: %v: %w", vc.Error, keystore.ErrBadInput)
+	if cfg.Address == "" {
+		return nil, fmt.Errorf("vault: no server address (--vault-addr or VAULT_ADDR): %w", keystore.ErrBadInput)
 	}
-	vc.Timeout = 10 * time.Second
-	vc.MaxRetries = 0 // the keyring retries with its own backoff
-	if cfg.Address != "" {
-		vc.Address = cfg.Address
+	if cfg.Token == "" {
+		return nil, fmt.Errorf("vault: no token for %s: %w", cfg.Address, keystore.ErrPermission)
 	}
-	if cfg.CACert != "" {
-		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert}); err != nil {
-			return nil, fmt.Errorf("vault: CA %s: %v: %w", cfg.CACert, err, keystore.ErrBadInput)
-		}
+	vc, err := serverConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	c, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault: %v: %w", err, keystore.ErrBadInput)
 	}
-	if cfg.Token != "" {
-		c.SetToken(cfg.Token)
-	}
+	// NewClient takes VAULT_TOKEN and VAULT_NAMESPACE from the environment: override.
+	c.SetToken(cfg.Token)
 	if cfg.Namespace != "" {
 		c.SetNamespace(cfg.Namespace)
-	}
-	if c.Token() == "" {
-		return nil, fmt.Errorf("vault: no token: set VAULT_TOKEN: %w", keystore.ErrPermission)
+	} else {
+		c.ClearNamespace()
 	}
 	return &Provider{c: c, cfg: cfg}, nil
+}
+
+// serverConfig is api.DefaultConfig without its environment: address and CA are cfg's.
+func serverConfig(cfg Config) (*api.Config, error) {
+	hc := cleanhttp.DefaultPooledClient()
+	tr := hc.Transport.(*http.Transport)
+	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	vc := &api.Config{Address: cfg.Address, HttpClient: hc, Timeout: 10 * time.Second,
+		MaxRetries: 0} // the keyring retries with its own backoff
+	if cfg.CACert != "" {
+		if err := vc.ConfigureTLS(&api.TLSConfig{CACert: cfg.CACert}); err != nil {
+			return nil, fmt.Errorf("vault: CA %s: %v: %w", cfg.CACert, err, keystore.ErrBadInput)
+		}
+	}
+	return vc, nil
 }
 
 // Address is the server the provider talks to.
@@ -85,7 +100,7 @@ func (p *Provider) Address() string { return p.c.Address() }
 // Kind implements keystore.Provider.
 func (p *Provider) Kind() string { return Kind }
 
-// Status implements keystore.Provider: reachable and unsealed.
+// Status implements keystore.Provider: reachable, unsealed, and the token valid.
 func (p *Provider) Status(ctx context.Context) error {
 	st, err := p.c.Sys().SealStatusWithContext(ctx)
 	if err != nil {
@@ -93,6 +108,10 @@ func (p *Provider) Status(ctx context.Context) error {
 	}
 	if st.Sealed {
 		return fmt.Errorf("vault at %s is sealed: %w", p.c.Address(), keystore.ErrUnavailable)
+	}
+	// The token too: a revoked or expired one is the tenant's outage as much as a seal.
+	if _, err := p.c.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+		return classify("token of "+p.c.Address(), err)
 	}
 	return nil
 }
@@ -159,13 +178,32 @@ func (p *Provider) Enroll(ctx context.Context, version uint32, rotate bool) (*ke
 	return &keystore.MainKey{
 		Version: version, Provider: Kind,
 		Settings: map[string]string{"key": p.cfg.Key, "mount": p.cfg.Mount, "transit_version": strconv.Itoa(latest),
-			"address": p.c.Address()},
+			"address": p.c.Address(), "namespace": p.cfg.Namespace, "ca_cert": p.cfg.CACert, "auth": "token"},
 		KeyRef:    fmt.Sprintf("%s %s v%d", p.c.Address(), path, latest),
 		Algorithm: fmt.Sprintf("RSA-%d-OAEP", pub.N.BitLen()),
 		// Transit decrypts RSA only with OAEP-SHA256 and an empty label.
 		OAEPHash:  "SHA-256",
 		PublicKey: blk.Bytes, Fingerprint: fp, State: keystore.StateActive, Created: time.Now().UTC(),
 	}, nil
+}
+
+// HasNewer implements keystore.Rotating: the Transit key has a version newer than the
+// one mk records.
+func (p *Provider) HasNewer(ctx context.Context, mk *keystore.MainKey) (bool, error) {
+	path := mk.Settings["mount"] + "/keys/" + mk.Settings["key"]
+	sec, err := p.c.Logical().ReadWithContext(ctx, path)
+	if err != nil || sec == nil {
+		return false, classify("read "+path, err)
+	}
+	latest, err := toInt(sec.Data["latest_version"])
+	if err != nil {
+		return false, fmt.Errorf("vault: %s latest_version: %v: %w", path, err, keystore.ErrBadInput)
+	}
+	have, err := strconv.Atoi(mk.Settings["transit_version"])
+	if err != nil {
+		return false, fmt.Errorf("vault: main key %s records no Transit version: %w", mk.Ref(), keystore.ErrBadInput)
+	}
+	return latest > have, nil
 }
 
 func latestPublicKey(data map[string]any) (int, string, error) {
