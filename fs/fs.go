@@ -14,7 +14,7 @@
 // node_lookup.go, node_dir_ops.go, node_names.go (links, renames, removals),
 // node_attr.go, node_xattr.go, node_open_create.go, zone.go, file.go (open zone
 // files), file_allocate.go, file_plain.go, content.go (the block format on a
-// descriptor), errno.go, dircache.go, raw.go, lock.go, prefetch.go, mount.go.
+// descriptor), errno.go, dircache.go, raw.go, lock.go, caller.go, mount.go.
 package fs
 
 import (
@@ -97,8 +97,6 @@ type FS struct {
 	stripes [64]sync.Mutex
 	// moves counts renames and hard links per zone (crypto.ZoneID → *atomic.Uint64).
 	moves sync.Map
-	// prefetch warms the xattr blocks of zone files as they are looked up.
-	prefetch xattrPrefetch
 	// dirs keeps descriptors of recently used directories.
 	dirs dirCache
 }
@@ -130,7 +128,6 @@ func New(o Options) (*FS, error) {
 		}
 	}
 	f.top = &node{fsys: f}
-	f.prefetch.root = root
 	return f, nil
 }
 

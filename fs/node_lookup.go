@@ -62,12 +62,5 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 			return nil, gofs.ToErrno(err)
 		}
 	}
-	// Only names the kernel does not hold yet: a repeated lookup of a known file (entry
-	// timeout) found its xattr block read moments ago.
-	known := n.GetChild(name) != nil
-	in := n.newChild(ctx, name, fd, &st, &out.Attr)
-	if !known && in.Operations().(*node).encrypted() {
-		n.fsys.prefetch.add(n.childRel(name))
-	}
-	return in, 0
+	return n.newChild(ctx, name, fd, &st, &out.Attr), 0
 }

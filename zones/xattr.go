@@ -40,13 +40,6 @@ func WriteEDEK(fd int, rec []byte, replace bool) error {
 	return backing.Setxattr(fd, XattrEDEK, rec, flags)
 }
 
-// PeekEDEK reads the EDEK of the file open as fd and drops it: it only warms the
-// page cache with the attribute's block.
-func PeekEDEK(fd int) {
-	var buf [maxRecord]byte
-	_, _ = backing.Getxattr(fd, XattrEDEK, buf[:])
-}
-
 // ReadMarker returns the zone marker of the directory open as fd; nil, nil if it has
 // none.
 func ReadMarker(fd int) (*Zone, error) {
