@@ -100,7 +100,8 @@ func (d *daemon) specFor(op, name string, next uint32, a control.KMSArgs) (provi
 	}
 	spec := providers.Spec{Name: name, Provider: a.Provider, PKCS11Module: a.PKCS11Module, PKCS11Token: a.PKCS11Token,
 		PKCS11Key: a.PKCS11Key, VaultKey: a.VaultKey, VaultMount: a.VaultMount,
-		VaultAddress: a.VaultAddress, VaultNamespace: a.VaultNamespace, VaultCACert: a.VaultCACert}
+		VaultAddress: a.VaultAddress, VaultNamespace: a.VaultNamespace, VaultCACert: a.VaultCACert,
+		VaultAuth: a.VaultAuth, VaultRoleID: a.VaultRoleID, VaultAuthMount: a.VaultAuthMount}
 	if a.CredentialFile != "" || a.CredentialEnv != "" {
 		spec.Credential = &keystore.Credential{File: a.CredentialFile, Env: a.CredentialEnv}
 	}
@@ -179,7 +180,7 @@ func (d *daemon) checkMainKeys(ctx context.Context, name string) error {
 		case err != nil && mk.Ref() == def.Ref():
 			return fmt.Errorf("%w: main key %s (%s): %w", ErrDefaultDown, mk.Ref(), mk.Provider, err)
 		case err != nil:
-			d.log.Printf("WARNING: main key %s (%s, %s) does not answer: %v; the zones it protects answer EIO until it does", mk.Ref(), mk.Provider, mk.KeyRef, err)
+			d.log.Printf("WARNING: main key %s (%s, %s) does not answer: %v; the zones it protects answer EIO (EACCES for a refused credential) until it does", mk.Ref(), mk.Provider, mk.KeyRef, err)
 		}
 	}
 	return nil
