@@ -174,7 +174,7 @@ func (d *daemon) checkMainKeys(ctx context.Context, name string) error {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := d.ring.Check(sctx, mk)
+		err := d.ring.CheckNow(sctx, mk)
 		cancel()
 		switch {
 		case err != nil && mk.Ref() == def.Ref():

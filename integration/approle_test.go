@@ -39,8 +39,8 @@ func (v *vaultServer) secretID() string {
 // across a remount with no VAULT_TOKEN anywhere; its tokens live 2 s (at most 4 s) and
 // unwraps keep working well past that (the daemon logs in again). The secret ID is not
 // in the keystore. A wrong secret ID is a one-line "permission denied" for that zone
-// only (EACCES), in the log and in status; a good one in the file serves again
-// without a remount.
+// only (EACCES), in the log and in status; with a good one in the file, kms check
+// finds it at once and the zone serves again without a remount.
 func TestApproleMainKey(t *testing.T) {
 	v := startVault(t)
 	roleID, secret := v.appRole("tenant-ar", "2s", "4s")
@@ -117,9 +117,19 @@ func TestApproleMainKey(t *testing.T) {
 	if !strings.Contains(line, "AppRole login") || !strings.Contains(line, "permission denied") || strings.Contains(line, secret) {
 		t.Errorf("the daemon log does not say why on one line: %q", line)
 	}
-	// A new secret ID in the file: the zone serves again, without a remount.
+	// A new secret ID in the file: kms check asks at once (a failed open is otherwise
+	// tried again at most every 2 s), and the zone serves again, without a remount.
+	kmsCheck := func(wantOK bool) {
+		t.Helper()
+		var mks []control.MainKeyInfo
+		decodeJSON(t, e.run("kms", "check", "tenant", "--json", "--mount", e.mnt), &mks)
+		if len(mks) != 1 || mks[0].Health == nil || mks[0].Health.OK != wantOK {
+			t.Errorf("kms check tenant: %+v, want healthy %v", mks, wantOK)
+		}
+	}
+	kmsCheck(false)
 	writeFile(t, sidFile, v.secretID()+"\n")
-	time.Sleep(2 * time.Second) // a failed provider open is retried at most every 2 s
+	kmsCheck(true) // well within 2 s of the failed attempt
 	readBack(t, e, tn, "f1", "tenant 1")
 	checkHealth(t, e, "tenant", "")
 }
