@@ -133,3 +133,33 @@ func TestApproleMainKey(t *testing.T) {
 	readBack(t, e, tn, "f1", "tenant 1")
 	checkHealth(t, e, "tenant", "")
 }
+
+// TestVaultTokenFileReplaced: a main key whose Vault token is in a file (as a Vault
+// Agent sink keeps it): once its token is revoked its zone answers EACCES; a new
+// token written to the file serves again without a remount (the daemon reads the file
+// again when a call is refused).
+func TestVaultTokenFileReplaced(t *testing.T) {
+	v := startVault(t)
+	e := newEnv(t)
+	tokFile := writeSecret(t, "token", v.token())
+	e.run("kms", "create", "vt", "--mount", e.mnt, "--provider", "vault", "--vault-addr", v.addr, "--vault-key", "tenant-t",
+		"--vault-token-file", tokFile)
+	e.run("key", "create", "kt", "--main-key", "vt", "--mount", e.mnt)
+	tn := tenant{main: "vt", key: "kt", zone: "zt"}
+	e.zone(tn.zone, tn.key)
+	for i := 0; i < 3; i++ {
+		writeFile(t, filepath.Join(e.mnt, tn.zone, fmt.Sprint("f", i)), fmt.Sprint("vt ", i))
+	}
+	e.umount()
+	e.run("mount", e.backing, e.mnt, "--key-ttl", "1s")
+	readBack(t, e, tn, "f0", "vt 0")
+	v.cli("token", "revoke", strings.TrimSpace(readFile(t, tokFile)))
+	time.Sleep(2 * time.Second) // the cached zone key expires
+	if _, err := os.ReadFile(filepath.Join(e.mnt, tn.zone, "f1")); errnoOf(err) != syscall.EACCES {
+		t.Errorf("with the token revoked: %v, want EACCES", err)
+	}
+	writeFile(t, tokFile, v.token()+"\n")
+	readBack(t, e, tn, "f1", "vt 1")
+	readBack(t, e, tn, "f2", "vt 2")
+	checkHealth(t, e, "vt", "")
+}

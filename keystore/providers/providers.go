@@ -204,7 +204,11 @@ func OpenVersion(ctx context.Context, mk *keystore.MainKey, sec Secrets) (keysto
 			return nil, err
 		}
 		defer crypto.Zero(token)
-		return vault.Open(vaultConfig(mk.Settings, token))
+		cfg := vaultConfig(mk.Settings, token)
+		if mk.Credential != nil && mk.Credential.File != "" {
+			cfg.TokenSource = secretID(sec, mk.Credential, "the Vault token of main key "+mk.Name)
+		}
+		return vault.Open(cfg)
 	}
 	return nil, fmt.Errorf("main key %s: unknown provider %q: %w", mk.Ref(), mk.Provider, keystore.ErrBadInput)
 }
@@ -216,9 +220,10 @@ func vaultConfig(set map[string]string, token []byte) vault.Config {
 		Auth: set["auth"], RoleID: set["role_id"], AuthMount: set["auth_mount"]}
 }
 
-// secretID reads an AppRole secret ID from src at every login: a file again each time
-// (so a secret ID replaced in the file serves without a remount), a variable's value
-// from sec. There is no mount-wide secret ID.
+// secretID reads a credential from src each time it is called (an AppRole secret ID
+// at every login, a token file when a call is refused): a file again each time (so a
+// secret replaced in the file serves without a remount), a variable's value from sec.
+// There is no mount-wide fallback.
 func secretID(sec Secrets, src *keystore.Credential, what string) func() ([]byte, error) {
 	var own Secrets // only the variable's value, kept past the caller's zeroing of sec
 	if src != nil && src.Env != "" {
@@ -306,6 +311,9 @@ func enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate 
 		}
 		defer crypto.Zero(token)
 		cfg.Token = string(token)
+		if spec.Credential != nil && spec.Credential.File != "" {
+			cfg.TokenSource = secretID(sec, spec.Credential, "the Vault token of main key "+spec.Name)
+		}
 		vp, err = vault.Open(cfg)
 	}
 	if err != nil {

@@ -55,6 +55,10 @@ type Config struct {
 	// the provider zeroes what SecretID returns.
 	Auth, RoleID, AuthMount string
 	SecretID                func() ([]byte, error)
+	// TokenSource, when set (a token from a file), is read again when a call is
+	// refused: a token replaced in its file (by an operator, or a Vault Agent sink)
+	// serves without a remount.
+	TokenSource func() ([]byte, error)
 }
 
 // Provider talks to one Vault server. Safe for concurrent use.
@@ -174,12 +178,32 @@ func (p *Provider) loginLocked(ctx context.Context) error {
 	return nil
 }
 
+// reread takes the token from its source again; true if it changed.
+func (p *Provider) reread() bool {
+	tok, err := p.cfg.TokenSource()
+	if err != nil {
+		return false
+	}
+	defer crypto.Zero(tok)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if string(tok) == p.c.Token() {
+		return false
+	}
+	p.c.SetToken(string(tok))
+	return true
+}
+
 // do runs fn, a call with the provider's token. An AppRole provider logs in first when
 // it has no token or its token is near its end, and logs in again once when fn is
 // refused (the token expired early or was revoked).
 func (p *Provider) do(ctx context.Context, fn func() error) error {
 	if p.cfg.Auth != AuthAppRole {
-		return fn()
+		err := fn()
+		if errors.Is(err, keystore.ErrPermission) && p.cfg.TokenSource != nil && p.reread() {
+			err = fn()
+		}
+		return err
 	}
 	p.mu.Lock()
 	if p.renewAt.IsZero() || !time.Now().Before(p.renewAt) {
