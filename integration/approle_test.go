@@ -107,6 +107,11 @@ func TestApproleMainKey(t *testing.T) {
 			t.Errorf("status: the tenant's error is not one clear line: %q", p.Error)
 		}
 	}
+	// The table too: every main key version's health, and since when.
+	if out := e.run("status", "--mount", e.mnt); !strings.Contains(out, "default v1 (system) ok since 20") ||
+		!strings.Contains(out, "tenant v1 (vault) ERROR since 20") {
+		t.Errorf("status does not show each main key's health and since when:\n%s", out)
+	}
 	var line string
 	for _, l := range strings.Split(e.daemonLog(), "\n") {
 		if strings.Contains(l, "unwrap kt@1 with main key tenant v1 (vault)") {
