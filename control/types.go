@@ -199,6 +199,8 @@ type KMSArgs struct {
 	// when it comes from the environment).
 	CredentialFile string `json:"credential_file,omitempty"`
 	CredentialEnv  string `json:"credential_env,omitempty"`
+	// CredentialSystemd is a systemd credential's name (the daemon reads it).
+	CredentialSystemd string `json:"credential_systemd,omitempty"`
 }
 
 // MainKeyInfo describes one main key version.

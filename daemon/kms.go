@@ -102,8 +102,8 @@ func (d *daemon) specFor(op, name string, next uint32, a control.KMSArgs) (provi
 		PKCS11Key: a.PKCS11Key, VaultKey: a.VaultKey, VaultMount: a.VaultMount,
 		VaultAddress: a.VaultAddress, VaultNamespace: a.VaultNamespace, VaultCACert: a.VaultCACert,
 		VaultAuth: a.VaultAuth, VaultRoleID: a.VaultRoleID, VaultAuthMount: a.VaultAuthMount}
-	if a.CredentialFile != "" || a.CredentialEnv != "" {
-		spec.Credential = &keystore.Credential{File: a.CredentialFile, Env: a.CredentialEnv}
+	if c := (&keystore.Credential{File: a.CredentialFile, Env: a.CredentialEnv, Systemd: a.CredentialSystemd}); !c.None() {
+		spec.Credential = c
 	}
 	if spec.Provider == keystore.KindSystem && spec.Credential == nil {
 		// A new sealed key under the mount's passphrase must open with it.

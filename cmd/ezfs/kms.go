@@ -17,6 +17,7 @@ import (
 var credentialFlags = []cli.Flag{
 	&cli.StringFlag{Name: "vault-token-file", Usage: "the Vault token of this main key is in this file (recorded: the daemon reads it at mount)"},
 	&cli.StringFlag{Name: "credential-env", Usage: "the secret of this main key (PIN, Vault token, AppRole secret ID or passphrase) is in this environment variable of 'ezfs mount' (its name is recorded)"},
+	&cli.StringFlag{Name: "credential-systemd", Usage: "the secret of this main key is the systemd credential of this name (LoadCredential= of the unit running 'ezfs mount'; the name is recorded, the daemon reads it from $CREDENTIALS_DIRECTORY)"},
 	&cli.StringFlag{Name: "vault-auth", Value: "token", Usage: "how the daemon authenticates to Vault: token or approle"},
 	&cli.StringFlag{Name: "vault-role-id", Usage: "the AppRole role ID (recorded: it is no secret)"},
 	&cli.StringFlag{Name: "vault-secret-id-file", Usage: "the AppRole secret ID is in this file (recorded: the daemon reads it at every login)"},
@@ -126,8 +127,17 @@ func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
 	if err != nil {
 		return err
 	}
-	if file != "" || c.String("credential-env") != "" {
-		spec.Credential = &keystore.Credential{File: file, Env: c.String("credential-env")}
+	if cr := (&keystore.Credential{File: file, Env: c.String("credential-env"), Systemd: c.String("credential-systemd")}); !cr.None() {
+		n := 0
+		for _, v := range []string{cr.File, cr.Env, cr.Systemd} {
+			if v != "" {
+				n++
+			}
+		}
+		if n > 1 {
+			return fmt.Errorf("give one source for the credential: a file, --credential-env or --credential-systemd")
+		}
+		spec.Credential = cr
 	}
 	if err := spec.Check(); err != nil {
 		return err
@@ -136,7 +146,7 @@ func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
 	a.VaultKey, a.VaultMount = spec.VaultKey, spec.VaultMount
 	a.VaultAddress, a.VaultNamespace, a.VaultCACert = spec.VaultAddress, spec.VaultNamespace, spec.VaultCACert
 	a.VaultAuth, a.VaultRoleID, a.VaultAuthMount = spec.VaultAuth, spec.VaultRoleID, spec.VaultAuthMount
-	a.CredentialFile, a.CredentialEnv = file, c.String("credential-env")
+	a.CredentialFile, a.CredentialEnv, a.CredentialSystemd = file, c.String("credential-env"), c.String("credential-systemd")
 	switch {
 	case a.CredentialEnv != "":
 		v := os.Getenv(a.CredentialEnv)
@@ -145,7 +155,7 @@ func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
 		}
 		setSecret(a, spec.Provider, []byte(v))
 		return nil
-	case file != "":
+	case file != "" || a.CredentialSystemd != "":
 		return nil // the daemon reads it
 	}
 	sec, err := secretsFor(c, spec.Provider, spec.Provider == keystore.KindSystem)

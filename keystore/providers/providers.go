@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
@@ -61,8 +63,19 @@ var ErrNoCredential = errors.New("no credential")
 func (s Secrets) Credential(src *keystore.Credential, fallback []byte, what string) ([]byte, error) {
 	var b []byte
 	switch {
-	case src == nil || (src.File == "" && src.Env == ""):
+	case src.None():
 		b = bytes.Clone(fallback)
+	case src.Systemd != "":
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return nil, fmt.Errorf("%s from %s: $CREDENTIALS_DIRECTORY is not set (is ezfs mount run by a systemd unit with LoadCredential=%s?): %w",
+				what, src, src.Systemd, keystore.ErrPermission)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, src.Systemd))
+		if err != nil {
+			return nil, fmt.Errorf("%s from %s: %v: %w", what, src, err, keystore.ErrPermission)
+		}
+		b = bytes.TrimRight(raw, "\r\n")
 	case src.File != "":
 		raw, err := os.ReadFile(src.File)
 		if err != nil {
@@ -111,6 +124,9 @@ func (s Spec) Check() error {
 			return err
 		}
 	}
+	if c := s.Credential; c != nil && c.Systemd != "" && (strings.ContainsRune(c.Systemd, '/') || c.Systemd == "." || c.Systemd == "..") {
+		return fmt.Errorf("systemd credential name %q: a name, not a path: %w", c.Systemd, keystore.ErrBadInput)
+	}
 	switch s.Provider {
 	case keystore.KindSystem:
 	case pkcs11.Kind:
@@ -130,7 +146,7 @@ func (s Spec) Check() error {
 			if s.VaultRoleID == "" {
 				return fmt.Errorf("--vault-auth approle needs --vault-role-id: %w", keystore.ErrBadInput)
 			}
-			if s.Credential == nil || (s.Credential.File == "" && s.Credential.Env == "") {
+			if s.Credential.None() {
 				return fmt.Errorf("--vault-auth approle needs the secret ID's source: --vault-secret-id-file or --credential-env: %w", keystore.ErrBadInput)
 			}
 		default:
@@ -205,7 +221,7 @@ func OpenVersion(ctx context.Context, mk *keystore.MainKey, sec Secrets) (keysto
 		}
 		defer crypto.Zero(token)
 		cfg := vaultConfig(mk.Settings, token)
-		if mk.Credential != nil && mk.Credential.File != "" {
+		if mk.Credential.Reread() {
 			cfg.TokenSource = secretID(sec, mk.Credential, "the Vault token of main key "+mk.Name)
 		}
 		return vault.Open(cfg)
@@ -311,7 +327,7 @@ func enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate 
 		}
 		defer crypto.Zero(token)
 		cfg.Token = string(token)
-		if spec.Credential != nil && spec.Credential.File != "" {
+		if spec.Credential.Reread() {
 			cfg.TokenSource = secretID(sec, spec.Credential, "the Vault token of main key "+spec.Name)
 		}
 		vp, err = vault.Open(cfg)
