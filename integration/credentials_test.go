@@ -10,9 +10,9 @@ import (
 
 // TestSystemdCredential: a main key whose secret is a systemd credential
 // (--credential-systemd NAME): the keystore records the name, the daemon reads the file
-// of that name in its $CREDENTIALS_DIRECTORY (a new directory at each start, as
-// systemd makes one per unit); started without it, that zone answers EACCES with the
-// reason logged and the default's zone works.
+// of that name in whatever $CREDENTIALS_DIRECTORY it is started with (another one on
+// the second mount here); started without it, that zone answers EACCES with the reason
+// logged and the default's zone works.
 func TestSystemdCredential(t *testing.T) {
 	const secret = "tenant passphrase from systemd"
 	credDir := func() string {
@@ -38,7 +38,7 @@ func TestSystemdCredential(t *testing.T) {
 	if raw := readFile(t, filepath.Join(e.ksDir(), "keystore.db")); strings.Contains(raw, secret) || !strings.Contains(raw, "tenant-pass") {
 		t.Errorf("the keystore holds the secret, or not the credential's name")
 	}
-	t.Setenv("CREDENTIALS_DIRECTORY", credDir()) // another start, another directory
+	t.Setenv("CREDENTIALS_DIRECTORY", credDir()) // another directory: the name is resolved at each start
 	e.mount()
 	readBack(t, e, tenant{main: "tenant", zone: "zt"}, "f", "tenant data")
 	e.umount()
