@@ -36,7 +36,8 @@ func (v *vaultServer) secretID() string {
 
 // TestApproleMainKey: a main key on Vault whose daemon authenticates with AppRole
 // (role ID recorded, secret ID in a file), not a token. Its zone reads and writes
-// across a remount with no VAULT_TOKEN anywhere; its tokens live 2 s (at most 4 s) and
+// across a remount with no VAULT_TOKEN anywhere (another's secret ID is in a variable
+// of ezfs mount); its tokens live 2 s (at most 4 s) and
 // unwraps keep working well past that (the daemon logs in again). The secret ID is not
 // in the keystore. A wrong secret ID is a one-line "permission denied" for that zone
 // only (EACCES), in the log and in status; with a good one in the file, kms check
@@ -63,6 +64,15 @@ func TestApproleMainKey(t *testing.T) {
 			writeFile(t, filepath.Join(e.mnt, z.zone, fmt.Sprint("f", i)), fmt.Sprint(z.main, " ", i))
 		}
 	}
+	// A second tenant on the same role takes its secret ID from a variable of
+	// `ezfs mount` instead (its name recorded).
+	t.Setenv("TENANT2_SECRET_ID", v.secretID())
+	e.run("kms", "create", "tenant2", "--mount", e.mnt, "--provider", "vault", "--vault-addr", v.addr, "--vault-key", "tenant-ar",
+		"--vault-auth", "approle", "--vault-role-id", roleID, "--credential-env", "TENANT2_SECRET_ID")
+	e.run("key", "create", "kt2", "--main-key", "tenant2", "--mount", e.mnt)
+	tn2 := tenant{main: "tenant2", key: "kt2", zone: "zt2"}
+	e.zone(tn2.zone, tn2.key)
+	writeFile(t, filepath.Join(e.mnt, tn2.zone, "f"), "tenant2's")
 	var mks []control.MainKeyInfo
 	decodeJSON(t, e.run("kms", "show", "tenant", "--json", "--mount", e.mnt), &mks)
 	if len(mks) != 1 || mks[0].Settings["auth"] != "approle" || mks[0].Settings["role_id"] != roleID ||
@@ -75,6 +85,7 @@ func TestApproleMainKey(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "http://127.0.0.1:1") // the recorded address serves, not the environment's
 	e.umount()
 	e.run("mount", e.backing, e.mnt, "--key-ttl", "1s")
+	readBack(t, e, tn2, "f", "tenant2's")
 	writeFile(t, filepath.Join(e.mnt, tn.zone, "after"), "written after the remount")
 	readBack(t, e, tn, "after", "written after the remount")
 	// A file not opened since the mount needs the zone key, unwrapped again once the
