@@ -186,6 +186,11 @@ type KMSArgs struct {
 	VaultToken     string `json:"vault_token,omitempty"`
 	VaultNamespace string `json:"vault_namespace,omitempty"`
 	VaultCACert    string `json:"vault_cacert,omitempty"`
+	// VaultAuth is "token" or "approle" (with VaultRoleID and VaultAuthMount; the secret
+	// ID's source is CredentialFile or CredentialEnv).
+	VaultAuth      string `json:"vault_auth,omitempty"`
+	VaultRoleID    string `json:"vault_role_id,omitempty"`
+	VaultAuthMount string `json:"vault_auth_mount,omitempty"`
 	Passphrase     []byte `json:"passphrase,omitempty"`
 	PIN            []byte `json:"pin,omitempty"`
 	Version        uint32 `json:"version,omitempty"`
@@ -194,6 +199,8 @@ type KMSArgs struct {
 	// when it comes from the environment).
 	CredentialFile string `json:"credential_file,omitempty"`
 	CredentialEnv  string `json:"credential_env,omitempty"`
+	// CredentialSystemd is a systemd credential's name (the daemon reads it).
+	CredentialSystemd string `json:"credential_systemd,omitempty"`
 }
 
 // MainKeyInfo describes one main key version.

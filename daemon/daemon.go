@@ -325,7 +325,11 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 			return nil, err
 		}
 		zi, err := d.createZone(a.Path, a.Key)
-		d.audit.Action(op, map[string]any{"path": "/" + zones.Clean(a.Path), "key": a.Key}, err)
+		fields := map[string]any{"path": "/" + zones.Clean(a.Path), "key": a.Key}
+		if zk, kerr := d.store.ZoneKey(a.Key); kerr == nil {
+			fields["main_key"] = zk.MainKey
+		}
+		d.audit.Action(op, fields, err)
 		return zi, err
 	case control.OpZoneList:
 		return d.zoneList()
@@ -360,15 +364,18 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo, error) {
 	var zk *keystore.ZoneKey
 	var err error
+	fields := map[string]any{"key": a.Name}
 	if op == control.OpKeyCreate {
+		fields["main_key"] = mainName(a.MainKey)
 		if _, err := d.store.CurrentMainKey(a.MainKey); err != nil {
-			return nil, fmt.Errorf("main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
+			err = fmt.Errorf("main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
+			d.audit.Action(op, fields, err)
+			return nil, err
 		}
 		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
 	} else {
 		zk, err = d.store.RollZoneKey(a.Name)
 	}
-	fields := map[string]any{"key": a.Name}
 	if err == nil {
 		fields["version"] = zk.Latest().Version
 		fields["main_key"], fields["main_version"] = zk.Latest().MainName, zk.Latest().MainVersion

@@ -100,9 +100,10 @@ func (d *daemon) specFor(op, name string, next uint32, a control.KMSArgs) (provi
 	}
 	spec := providers.Spec{Name: name, Provider: a.Provider, PKCS11Module: a.PKCS11Module, PKCS11Token: a.PKCS11Token,
 		PKCS11Key: a.PKCS11Key, VaultKey: a.VaultKey, VaultMount: a.VaultMount,
-		VaultAddress: a.VaultAddress, VaultNamespace: a.VaultNamespace, VaultCACert: a.VaultCACert}
-	if a.CredentialFile != "" || a.CredentialEnv != "" {
-		spec.Credential = &keystore.Credential{File: a.CredentialFile, Env: a.CredentialEnv}
+		VaultAddress: a.VaultAddress, VaultNamespace: a.VaultNamespace, VaultCACert: a.VaultCACert,
+		VaultAuth: a.VaultAuth, VaultRoleID: a.VaultRoleID, VaultAuthMount: a.VaultAuthMount}
+	if c := (&keystore.Credential{File: a.CredentialFile, Env: a.CredentialEnv, Systemd: a.CredentialSystemd}); !c.None() {
+		spec.Credential = c
 	}
 	if spec.Provider == keystore.KindSystem && spec.Credential == nil {
 		// A new sealed key under the mount's passphrase must open with it.
@@ -173,13 +174,13 @@ func (d *daemon) checkMainKeys(ctx context.Context, name string) error {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := d.ring.Check(sctx, mk)
+		err := d.ring.CheckNow(sctx, mk)
 		cancel()
 		switch {
 		case err != nil && mk.Ref() == def.Ref():
 			return fmt.Errorf("%w: main key %s (%s): %w", ErrDefaultDown, mk.Ref(), mk.Provider, err)
 		case err != nil:
-			d.log.Printf("WARNING: main key %s (%s, %s) does not answer: %v; the zones it protects answer EIO until it does", mk.Ref(), mk.Provider, mk.KeyRef, err)
+			d.log.Printf("WARNING: main key %s (%s, %s) does not answer: %v; the zones it protects answer EIO (EACCES for a refused credential) until it does", mk.Ref(), mk.Provider, mk.KeyRef, err)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	cryptotls "crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -37,12 +38,20 @@ type vaultServer struct {
 	t         *testing.T
 	bin, addr string
 	unsealKey string
+	ca        string // the CA file of a TLS server (-dev-tls); "" for plain HTTP
 }
 
 // startVault builds (or takes from the cache) the Vault server with scripts/vault.sh,
 // starts a dev server with the Transit engine, and points VAULT_ADDR and VAULT_TOKEN at
 // it for this test.
 func startVault(t *testing.T) *vaultServer {
+	t.Helper()
+	return startVaultTLS(t, false)
+}
+
+// startVaultTLS is startVault; with tls, a server on HTTPS (-dev-tls) whose CA file is
+// v.ca (the environment's VAULT_CACERT is not set to it).
+func startVaultTLS(t *testing.T, tls bool) *vaultServer {
 	t.Helper()
 	vaultOnce.Do(func() {
 		out, err := exec.Command("../scripts/vault.sh").Output()
@@ -58,7 +67,13 @@ func startVault(t *testing.T) *vaultServer {
 	addr := ln.Addr().String()
 	ln.Close()
 	const token = rootToken
-	cmd := exec.Command(vaultBin, "server", "-dev", "-dev-listen-address="+addr, "-dev-root-token-id="+token, "-dev-no-store-token")
+	args := []string{"server", "-dev", "-dev-listen-address=" + addr, "-dev-root-token-id=" + token, "-dev-no-store-token"}
+	scheme, certDir := "http", ""
+	if tls {
+		scheme, certDir = "https", t.TempDir()
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+certDir)
+	}
+	cmd := exec.Command(vaultBin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -78,7 +93,12 @@ func startVault(t *testing.T) *vaultServer {
 			_ = cmd.Process.Kill()
 		}
 	})
-	v := &vaultServer{t: t, bin: vaultBin, addr: "http://" + addr}
+	v := &vaultServer{t: t, bin: vaultBin, addr: scheme + "://" + addr}
+	hc := http.DefaultClient
+	if tls {
+		v.ca = filepath.Join(certDir, "vault-ca.pem")
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &cryptotls.Config{InsecureSkipVerify: true}}} // only the health probe
+	}
 	keyCh := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -99,7 +119,7 @@ func startVault(t *testing.T) *vaultServer {
 	t.Setenv("VAULT_ADDR", v.addr)
 	t.Setenv("VAULT_TOKEN", token)
 	for i := 0; ; i++ {
-		resp, err := http.Get(v.addr + "/v1/sys/health")
+		resp, err := hc.Get(v.addr + "/v1/sys/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -119,6 +139,9 @@ func (v *vaultServer) cli(args ...string) string {
 	v.t.Helper()
 	cmd := exec.Command(v.bin, args...)
 	cmd.Env = append(os.Environ(), "VAULT_ADDR="+v.addr) // this server, whichever the test's environment names
+	if v.ca != "" {
+		cmd.Env = append(cmd.Env, "VAULT_CACERT="+v.ca)
+	}
 	if os.Getenv("VAULT_TOKEN") == "" {
 		cmd.Env = append(cmd.Env, "VAULT_TOKEN="+rootToken)
 	}
@@ -318,4 +341,36 @@ func checkAudit(t *testing.T, e *env, secrets ...string) {
 			t.Errorf("audit log contains a secret %q", s)
 		}
 	}
+}
+
+// TestVaultRecordedCA: a main key on a Vault server with TLS records its CA file
+// (--vault-cacert); the daemon uses it, with no VAULT_CACERT in its environment, across
+// a remount. Without the CA the server is refused at kms create.
+func TestVaultRecordedCA(t *testing.T) {
+	v := startVaultTLS(t, true)
+	e := newEnv(t)
+	tok := writeSecret(t, "token", v.token())
+	t.Setenv("VAULT_CACERT", "")
+	e.fails("certificate", "kms", "create", "vt", "--mount", e.mnt, "--provider", "vault", "--vault-addr", v.addr,
+		"--vault-key", "tenant-t", "--vault-token-file", tok)
+	e.run("kms", "create", "vt", "--mount", e.mnt, "--provider", "vault", "--vault-addr", v.addr, "--vault-cacert", v.ca,
+		"--vault-key", "tenant-t", "--vault-token-file", tok)
+	if got := e.mainKeysOf("vt"); len(got) != 1 || got[0].Settings["ca_cert"] != v.ca || !strings.HasPrefix(got[0].Settings["address"], "https://") {
+		t.Errorf("kms show vt: %+v", got)
+	}
+	e.run("key", "create", "kt", "--main-key", "vt", "--mount", e.mnt)
+	tn := tenant{main: "vt", key: "kt", zone: "zt"}
+	e.zone(tn.zone, tn.key)
+	writeFile(t, filepath.Join(e.mnt, tn.zone, "f"), "over TLS")
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:1")
+	e.remount()
+	readBack(t, e, tn, "f", "over TLS")
+	checkHealth(t, e, "vt", "")
+}
+
+func (e *env) mainKeysOf(name string) []control.MainKeyInfo {
+	e.t.Helper()
+	var mks []control.MainKeyInfo
+	decodeJSON(e.t, e.run("kms", "show", name, "--json", "--mount", e.mnt), &mks)
+	return mks
 }

@@ -73,6 +73,12 @@ func (k *Keyring) Check(ctx context.Context, mk *MainKey) error {
 	return k.pool.call(ctx, mk, func(p Provider) error { return p.Status(ctx) })
 }
 
+// CheckNow is Check that also tries again at once to open a provider that failed to
+// open (kms check: "ask now"), where Check and unwraps wait a little between attempts.
+func (k *Keyring) CheckNow(ctx context.Context, mk *MainKey) error {
+	return k.pool.callNow(ctx, mk, true, func(p Provider) error { return p.Status(ctx) })
+}
+
 // HasNewer asks mk's provider whether it holds a newer version of mk's key than mk (a
 // rotation made in the provider); false for providers that cannot rotate by themselves.
 func (k *Keyring) HasNewer(ctx context.Context, mk *MainKey) (bool, error) {

@@ -82,8 +82,9 @@ func (p *pool) instanceOf(s *slot) *instance {
 	return s.inst
 }
 
-// get returns the instance of mk, opening it if it is not open yet.
-func (p *pool) get(ctx context.Context, mk *MainKey) (*instance, error) {
+// get returns the instance of mk, opening it if it is not open yet; a failed open is
+// tried again only reopenAfter later, unless now.
+func (p *pool) get(ctx context.Context, mk *MainKey, now bool) (*instance, error) {
 	s := p.slot(mk.Ref())
 	if inst := p.instanceOf(s); inst != nil {
 		return inst, nil
@@ -93,7 +94,7 @@ func (p *pool) get(ctx context.Context, mk *MainKey) (*instance, error) {
 	if inst := p.instanceOf(s); inst != nil {
 		return inst, nil
 	}
-	if s.err != nil && time.Since(s.tried) < reopenAfter {
+	if s.err != nil && !now && time.Since(s.tried) < reopenAfter {
 		return nil, s.err
 	}
 	prov, err := p.open(ctx, mk)
@@ -118,13 +119,18 @@ func (p *pool) get(ctx context.Context, mk *MainKey) (*instance, error) {
 // call runs fn with mk's provider, which stays open until fn returns, and notes how
 // the provider answered.
 func (p *pool) call(ctx context.Context, mk *MainKey, fn func(Provider) error) error {
-	err := p.callOnce(ctx, mk, fn)
+	return p.callNow(ctx, mk, false, fn)
+}
+
+// callNow is call; with now, a provider that failed to open is tried again at once.
+func (p *pool) callNow(ctx context.Context, mk *MainKey, now bool, fn func(Provider) error) error {
+	err := p.callOnce(ctx, mk, now, fn)
 	p.note(mk.Ref(), err)
 	return err
 }
 
-func (p *pool) callOnce(ctx context.Context, mk *MainKey, fn func(Provider) error) error {
-	inst, err := p.get(ctx, mk)
+func (p *pool) callOnce(ctx context.Context, mk *MainKey, now bool, fn func(Provider) error) error {
+	inst, err := p.get(ctx, mk, now)
 	if err != nil {
 		return err
 	}

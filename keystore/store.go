@@ -49,9 +49,19 @@ func (r MainRef) String() string { return fmt.Sprintf("%s v%d", r.Name, r.Versio
 // a Vault token, a passphrase), never the secret itself. Empty: the mount's own
 // (--pin-file, EZFS_EXTERNAL_KEY_PIN, VAULT_TOKEN, the passphrase).
 type Credential struct {
-	File string `json:"file,omitempty"` // a file the daemon reads (a systemd credential too)
+	File string `json:"file,omitempty"` // a file the daemon reads
 	Env  string `json:"env,omitempty"`  // an environment variable of the mount command
+	// Systemd is a systemd credential's name (LoadCredential= of the unit that runs
+	// `ezfs mount`): the file of that name in the daemon's $CREDENTIALS_DIRECTORY,
+	// which systemd chooses per unit and start.
+	Systemd string `json:"systemd,omitempty"`
 }
+
+// None reports a credential that names no source: the mount's own secrets serve.
+func (c *Credential) None() bool { return c == nil || (c.File == "" && c.Env == "" && c.Systemd == "") }
+
+// Reread reports a source that can be read again while mounted (a file).
+func (c *Credential) Reread() bool { return !c.None() && c.Env == "" }
 
 // String describes the source for display, never its value.
 func (c *Credential) String() string {
@@ -62,6 +72,8 @@ func (c *Credential) String() string {
 		return "file " + c.File
 	case c.Env != "":
 		return "environment variable " + c.Env
+	case c.Systemd != "":
+		return "systemd credential " + c.Systemd
 	}
 	return "the mount's"
 }

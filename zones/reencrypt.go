@@ -89,7 +89,8 @@ func (r *Reencryptor) Start(e Entry, rate float64) (*keystore.Job, error) {
 	if err := r.store.PutJob(j); err != nil {
 		return nil, err
 	}
-	r.audit.Action("reencrypt.start", map[string]any{"zone": "/" + e.Path, "key": j.Key, "target": j.Target}, nil)
+	r.audit.Action("reencrypt.start", map[string]any{"zone": "/" + e.Path, "key": j.Key, "target": j.Target,
+		"main_key": zk.Latest().MainName, "main_version": zk.Latest().MainVersion}, nil)
 	r.launchLocked(j, e.Zone)
 	return j, nil
 }

@@ -408,7 +408,7 @@ func cmdStatus(c *cli.Context) error {
 			if p.MainKey != "" {
 				who = fmt.Sprintf("%s v%d (%s)", p.MainKey, p.MainVersion, p.Kind)
 			}
-			h := who + " ok"
+			h := who + " ok since " + ts(p.Since)
 			if !p.OK {
 				h = who + " ERROR since " + ts(p.Since) + ": " + p.Error
 			}

@@ -16,7 +16,12 @@ import (
 // name is recorded with the version, the secret never.
 var credentialFlags = []cli.Flag{
 	&cli.StringFlag{Name: "vault-token-file", Usage: "the Vault token of this main key is in this file (recorded: the daemon reads it at mount)"},
-	&cli.StringFlag{Name: "credential-env", Usage: "the secret of this main key (PIN, Vault token or passphrase) is in this environment variable of 'ezfs mount' (its name is recorded)"},
+	&cli.StringFlag{Name: "credential-env", Usage: "the secret of this main key (PIN, Vault token, AppRole secret ID or passphrase) is in this environment variable of 'ezfs mount' (its name is recorded)"},
+	&cli.StringFlag{Name: "credential-systemd", Usage: "the secret of this main key is the systemd credential of this name (LoadCredential= of the unit running 'ezfs mount'; the name is recorded, the daemon reads it from $CREDENTIALS_DIRECTORY)"},
+	&cli.StringFlag{Name: "vault-auth", Value: "token", Usage: "how the daemon authenticates to Vault: token or approle"},
+	&cli.StringFlag{Name: "vault-role-id", Usage: "the AppRole role ID (recorded: it is no secret)"},
+	&cli.StringFlag{Name: "vault-secret-id-file", Usage: "the AppRole secret ID is in this file (recorded: the daemon reads it at every login)"},
+	&cli.StringFlag{Name: "vault-auth-mount", Usage: "the AppRole auth method's mount path (default approle)"},
 }
 
 func kmsCommand() *cli.Command {
@@ -115,17 +120,33 @@ func zeroArgs(a *control.KMSArgs) {
 // administrator's secret when it is not in a file the daemon reads.
 func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
 	spec := specFlags(c)
+	if spec.Provider == "vault" {
+		spec.VaultAuth, spec.VaultRoleID, spec.VaultAuthMount = c.String("vault-auth"), c.String("vault-role-id"), c.String("vault-auth-mount")
+	}
+	file, err := credentialFile(c, spec.Provider, spec.VaultAuth)
+	if err != nil {
+		return err
+	}
+	if cr := (&keystore.Credential{File: file, Env: c.String("credential-env"), Systemd: c.String("credential-systemd")}); !cr.None() {
+		n := 0
+		for _, v := range []string{cr.File, cr.Env, cr.Systemd} {
+			if v != "" {
+				n++
+			}
+		}
+		if n > 1 {
+			return fmt.Errorf("give one source for the credential: a file, --credential-env or --credential-systemd")
+		}
+		spec.Credential = cr
+	}
 	if err := spec.Check(); err != nil {
 		return err
 	}
 	a.Provider, a.PKCS11Module, a.PKCS11Token, a.PKCS11Key = spec.Provider, spec.PKCS11Module, spec.PKCS11Token, spec.PKCS11Key
 	a.VaultKey, a.VaultMount = spec.VaultKey, spec.VaultMount
 	a.VaultAddress, a.VaultNamespace, a.VaultCACert = spec.VaultAddress, spec.VaultNamespace, spec.VaultCACert
-	file, err := credentialFile(c, spec.Provider)
-	if err != nil {
-		return err
-	}
-	a.CredentialFile, a.CredentialEnv = file, c.String("credential-env")
+	a.VaultAuth, a.VaultRoleID, a.VaultAuthMount = spec.VaultAuth, spec.VaultRoleID, spec.VaultAuthMount
+	a.CredentialFile, a.CredentialEnv, a.CredentialSystemd = file, c.String("credential-env"), c.String("credential-systemd")
 	switch {
 	case a.CredentialEnv != "":
 		v := os.Getenv(a.CredentialEnv)
@@ -134,7 +155,7 @@ func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
 		}
 		setSecret(a, spec.Provider, []byte(v))
 		return nil
-	case file != "":
+	case file != "" || a.CredentialSystemd != "":
 		return nil // the daemon reads it
 	}
 	sec, err := secretsFor(c, spec.Provider, spec.Provider == keystore.KindSystem)
@@ -148,9 +169,18 @@ func enrolArgs(c *cli.Context, a *control.KMSArgs) error {
 	return nil
 }
 
-// credentialFile is the absolute path of the credential file flag of provider, if any.
-func credentialFile(c *cli.Context, provider string) (string, error) {
+// credentialFile is the absolute path of the credential file flag of provider (and
+// Vault auth method), if any.
+func credentialFile(c *cli.Context, provider, vaultAuth string) (string, error) {
 	flag := map[string]string{keystore.KindSystem: "passphrase-file", "pkcs11": "pin-file", "vault": "vault-token-file"}[provider]
+	if provider == "vault" && vaultAuth == "approle" {
+		flag = "vault-secret-id-file"
+		if c.String("vault-token-file") != "" {
+			return "", fmt.Errorf("--vault-auth approle takes --vault-secret-id-file, not --vault-token-file")
+		}
+	} else if c.String("vault-secret-id-file") != "" {
+		return "", fmt.Errorf("--vault-secret-id-file needs --provider vault --vault-auth approle")
+	}
 	f := c.String(flag)
 	if f == "" {
 		return "", nil

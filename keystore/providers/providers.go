@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
@@ -61,8 +63,19 @@ var ErrNoCredential = errors.New("no credential")
 func (s Secrets) Credential(src *keystore.Credential, fallback []byte, what string) ([]byte, error) {
 	var b []byte
 	switch {
-	case src == nil || (src.File == "" && src.Env == ""):
+	case src.None():
 		b = bytes.Clone(fallback)
+	case src.Systemd != "":
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return nil, fmt.Errorf("%s from %s: $CREDENTIALS_DIRECTORY is not set (is ezfs mount run by a systemd unit with LoadCredential=%s?): %w",
+				what, src, src.Systemd, keystore.ErrPermission)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, src.Systemd))
+		if err != nil {
+			return nil, fmt.Errorf("%s from %s: %v: %w", what, src, err, keystore.ErrPermission)
+		}
+		b = bytes.TrimRight(raw, "\r\n")
 	case src.File != "":
 		raw, err := os.ReadFile(src.File)
 		if err != nil {
@@ -95,6 +108,11 @@ type Spec struct {
 	VaultAddress   string `json:"vault_addr,omitempty"`
 	VaultNamespace string `json:"vault_namespace,omitempty"`
 	VaultCACert    string `json:"vault_cacert,omitempty"`
+	// VaultAuth is "token" (the default) or "approle": then VaultRoleID (recorded) and
+	// the secret ID from Credential, logged in at auth/VaultAuthMount ("approle").
+	VaultAuth      string `json:"vault_auth,omitempty"`
+	VaultRoleID    string `json:"vault_role_id,omitempty"`
+	VaultAuthMount string `json:"vault_auth_mount,omitempty"`
 	// Credential is where the version's secret comes from; nil: the mount's own.
 	Credential *keystore.Credential `json:"credential,omitempty"`
 }
@@ -106,6 +124,9 @@ func (s Spec) Check() error {
 			return err
 		}
 	}
+	if c := s.Credential; c != nil && c.Systemd != "" && (strings.ContainsRune(c.Systemd, '/') || c.Systemd == "." || c.Systemd == "..") {
+		return fmt.Errorf("systemd credential name %q: a name, not a path: %w", c.Systemd, keystore.ErrBadInput)
+	}
 	switch s.Provider {
 	case keystore.KindSystem:
 	case pkcs11.Kind:
@@ -115,6 +136,21 @@ func (s Spec) Check() error {
 	case vault.Kind:
 		if s.VaultKey == "" {
 			return fmt.Errorf("the vault provider needs --vault-key: %w", keystore.ErrBadInput)
+		}
+		switch s.VaultAuth {
+		case "", vault.AuthToken:
+			if s.VaultRoleID != "" {
+				return fmt.Errorf("--vault-role-id needs --vault-auth approle: %w", keystore.ErrBadInput)
+			}
+		case vault.AuthAppRole:
+			if s.VaultRoleID == "" {
+				return fmt.Errorf("--vault-auth approle needs --vault-role-id: %w", keystore.ErrBadInput)
+			}
+			if s.Credential.None() {
+				return fmt.Errorf("--vault-auth approle needs the secret ID's source: --vault-secret-id-file or --credential-env: %w", keystore.ErrBadInput)
+			}
+		default:
+			return fmt.Errorf("unknown --vault-auth %q (token or approle): %w", s.VaultAuth, keystore.ErrBadInput)
 		}
 	default:
 		return fmt.Errorf("unknown provider %q (known: system, pkcs11, vault): %w", s.Provider, keystore.ErrBadInput)
@@ -174,12 +210,21 @@ func OpenVersion(ctx context.Context, mk *keystore.MainKey, sec Secrets) (keysto
 		defer crypto.Zero(pin)
 		return pkcs11.Open(pkcs11.Config{Module: mk.Settings["module"], Token: mk.Settings["token"], PIN: pin})
 	case vault.Kind:
+		if mk.Settings["auth"] == vault.AuthAppRole {
+			cfg := vaultConfig(mk.Settings, nil)
+			cfg.SecretID = secretID(sec, mk.Credential, "the AppRole secret ID of main key "+mk.Name)
+			return loggedIn(ctx, cfg)
+		}
 		token, err := sec.Credential(mk.Credential, sec.VaultToken, "the Vault token of main key "+mk.Name+" (VAULT_TOKEN)")
 		if err != nil {
 			return nil, err
 		}
 		defer crypto.Zero(token)
-		return vault.Open(vaultConfig(mk.Settings, token))
+		cfg := vaultConfig(mk.Settings, token)
+		if mk.Credential.Reread() {
+			cfg.TokenSource = secretID(sec, mk.Credential, "the Vault token of main key "+mk.Name)
+		}
+		return vault.Open(cfg)
 	}
 	return nil, fmt.Errorf("main key %s: unknown provider %q: %w", mk.Ref(), mk.Provider, keystore.ErrBadInput)
 }
@@ -187,7 +232,34 @@ func OpenVersion(ctx context.Context, mk *keystore.MainKey, sec Secrets) (keysto
 // vaultConfig is the connection a vault version recorded.
 func vaultConfig(set map[string]string, token []byte) vault.Config {
 	return vault.Config{Key: set["key"], Mount: set["mount"], Address: set["address"],
-		Namespace: set["namespace"], CACert: set["ca_cert"], Token: string(token)}
+		Namespace: set["namespace"], CACert: set["ca_cert"], Token: string(token),
+		Auth: set["auth"], RoleID: set["role_id"], AuthMount: set["auth_mount"]}
+}
+
+// secretID reads a credential from src each time it is called (an AppRole secret ID
+// at every login, a token file when a call is refused): a file again each time (so a
+// secret replaced in the file serves without a remount), a variable's value from sec.
+// There is no mount-wide fallback.
+func secretID(sec Secrets, src *keystore.Credential, what string) func() ([]byte, error) {
+	var own Secrets // only the variable's value, kept past the caller's zeroing of sec
+	if src != nil && src.Env != "" {
+		own.Env = map[string][]byte{src.Env: bytes.Clone(sec.Env[src.Env])}
+	}
+	return func() ([]byte, error) { return own.Credential(src, nil, what) }
+}
+
+// loggedIn opens an AppRole provider and logs in, so that a refused secret ID is
+// known when the instance is built.
+func loggedIn(ctx context.Context, cfg vault.Config) (*vault.Provider, error) {
+	vp, err := vault.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := vp.Login(ctx); err != nil {
+		vp.Close()
+		return nil, err
+	}
+	return vp, nil
 }
 
 // Enroll creates version `version` of main key spec.Name as spec says and self-tests
@@ -240,13 +312,26 @@ func enroll(ctx context.Context, spec Spec, version uint32, sec Secrets, rotate 
 		mk, err := hp.Enroll(ctx, spec.PKCS11Key, spec.PKCS11KeyBase, version)
 		return mk, hp, err
 	}
-	token, err := sec.Credential(spec.Credential, sec.VaultToken, "a vault main key's token (VAULT_TOKEN or --vault-token-file)")
-	if err != nil {
-		return nil, nil, err
+	cfg := vault.Config{Key: spec.VaultKey, Mount: spec.VaultMount, Address: spec.VaultAddress,
+		Namespace: spec.VaultNamespace, CACert: spec.VaultCACert,
+		Auth: spec.VaultAuth, RoleID: spec.VaultRoleID, AuthMount: spec.VaultAuthMount}
+	var vp *vault.Provider
+	var err error
+	if spec.VaultAuth == vault.AuthAppRole {
+		cfg.SecretID = secretID(sec, spec.Credential, "the AppRole secret ID of main key "+spec.Name)
+		vp, err = loggedIn(ctx, cfg)
+	} else {
+		token, terr := sec.Credential(spec.Credential, sec.VaultToken, "a vault main key's token (VAULT_TOKEN or --vault-token-file)")
+		if terr != nil {
+			return nil, nil, terr
+		}
+		defer crypto.Zero(token)
+		cfg.Token = string(token)
+		if spec.Credential.Reread() {
+			cfg.TokenSource = secretID(sec, spec.Credential, "the Vault token of main key "+spec.Name)
+		}
+		vp, err = vault.Open(cfg)
 	}
-	defer crypto.Zero(token)
-	vp, err := vault.Open(vault.Config{Key: spec.VaultKey, Mount: spec.VaultMount, Address: spec.VaultAddress,
-		Namespace: spec.VaultNamespace, CACert: spec.VaultCACert, Token: string(token)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -269,6 +354,9 @@ func SpecOf(mk *keystore.MainKey, next uint32) Spec {
 	case vault.Kind:
 		s.VaultKey, s.VaultMount = mk.Settings["key"], mk.Settings["mount"]
 		s.VaultAddress, s.VaultNamespace, s.VaultCACert = mk.Settings["address"], mk.Settings["namespace"], mk.Settings["ca_cert"]
+		if mk.Settings["auth"] == vault.AuthAppRole {
+			s.VaultAuth, s.VaultRoleID, s.VaultAuthMount = vault.AuthAppRole, mk.Settings["role_id"], mk.Settings["auth_mount"]
+		}
 	}
 	return s
 }
