@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -124,7 +125,7 @@ func Run(cfg Config) error {
 		os.Remove(sock)
 		return err
 	}
-	ctl := control.Serve(ln, d.handle)
+	ctl := control.Serve(ln, d.handle, Classify)
 	d.audit.Action("mount", map[string]any{"backing": cfg.Backing, "mountpoint": cfg.Mountpoint}, nil)
 	d.log.Printf("serving %s on %s", cfg.Backing, cfg.Mountpoint)
 
@@ -164,6 +165,10 @@ func Run(cfg Config) error {
 func (d *daemon) unmount() error {
 	err := d.srv.Unmount()
 	if err != nil {
+		// go-fuse passes fusermount's message on as text: type it here, at the source.
+		if strings.Contains(err.Error(), "busy") {
+			return Reword(syscall.EBUSY, "unmount %s: %s is busy: close the files open in it first", d.cfg.Mountpoint, d.cfg.Mountpoint)
+		}
 		return fmt.Errorf("unmount %s: %w", d.cfg.Mountpoint, err)
 	}
 	return nil
@@ -275,8 +280,10 @@ func decode[T any](raw json.RawMessage) (T, error) {
 	if len(raw) == 0 {
 		return v, nil
 	}
-	err := json.Unmarshal(raw, &v)
-	return v, err
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, UsageError("bad request arguments: %v", err)
+	}
+	return v, nil
 }
 
 func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (any, error) {
@@ -353,7 +360,7 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 		defer crypto.Zero(a.PIN)
 		return d.kms(ctx, op, a)
 	}
-	return nil, fmt.Errorf("unknown operation %q", op)
+	return nil, UsageError("unknown operation %q", op)
 }
 
 // keyChange creates (under its main key) or rolls a zone key.
@@ -362,7 +369,7 @@ func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo
 	var err error
 	if op == control.OpKeyCreate {
 		if _, err := d.store.CurrentMainKey(a.MainKey); err != nil {
-			return nil, fmt.Errorf("main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
+			return nil, Reword(err, "main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
 		}
 		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
 	} else {
@@ -399,9 +406,9 @@ func (d *daemon) keySetMain(ctx context.Context, a control.KeyCreateArgs) (*cont
 func keyError(name string, err error) error {
 	switch {
 	case errors.Is(err, keystore.ErrKeyNotFound):
-		return fmt.Errorf("key %q does not exist", name)
+		return Reword(err, "key %q does not exist", name)
 	case errors.Is(err, keystore.ErrExists):
-		return fmt.Errorf("key %q already exists", name)
+		return Reword(err, "key %q already exists", name)
 	}
 	return err
 }
@@ -439,7 +446,7 @@ func (d *daemon) createZone(path, key string) (*control.ZoneInfo, error) {
 	defer d.adminMu.Unlock()
 	rel := zones.Clean(path)
 	if key == "" {
-		return nil, errors.New("a zone needs a key: --key NAME")
+		return nil, UsageError("a zone needs a key: --key NAME")
 	}
 	if err := d.registry.CheckNew(rel); err != nil {
 		return nil, err
