@@ -23,6 +23,17 @@ func main() {
 			fail(fmt.Errorf("daemon secrets: %w", err))
 		}
 		crypto.Zero(blob)
+	} else if isHelper(args[0]) {
+		// mount(8) runs us as /sbin/mount.fuse.ezfs BACKING MNT -o OPTIONS.
+		margs, fake, err := helperArgs(args[1:])
+		if err != nil {
+			fail(err)
+		}
+		if fake {
+			return
+		}
+		args = append([]string{"ezfs"}, margs...)
+		os.Args = args
 	}
 	args = append(args[:1], reorder(app.Commands, args[1:])...)
 	jsonOut = wantsJSON(args[1:])
@@ -186,6 +197,7 @@ func buildApp() *cli.App {
 			},
 			reencryptCommand(),
 			kmsCommand(),
+			docCommand(),
 			{
 				Name: "file", Usage: "inspect files",
 				Subcommands: []*cli.Command{
