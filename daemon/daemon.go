@@ -134,6 +134,9 @@ func Run(cfg Config) error {
 	go func() {
 		for s := range sigs {
 			d.log.Printf("%v: unmounting", s)
+			if err := notify("STOPPING=1\nSTATUS=unmounting " + cfg.Mountpoint); err != nil {
+				d.log.Printf("sd_notify: %v", err)
+			}
 			if err := d.unmount(); err != nil {
 				d.log.Printf("unmount: %v", err)
 			}
@@ -151,6 +154,10 @@ func Run(cfg Config) error {
 	}
 	if cfg.Ready != nil {
 		cfg.Ready()
+	}
+	// The mount serves (WaitMount) and so does the control socket: tell systemd.
+	if err := notify(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", os.Getpid(), cfg.Backing, cfg.Mountpoint)); err != nil {
+		d.log.Printf("sd_notify: %v", err)
 	}
 	d.srv.Wait()
 	signal.Stop(sigs)

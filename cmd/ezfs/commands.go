@@ -34,10 +34,17 @@ var (
 )
 
 // readSecret reads a secret from the file named by flag fileFlag, else from the
+// systemd credential cred ($CREDENTIALS_DIRECTORY/cred, LoadCredential=), else from the
 // environment variable env, else from a prompt on the terminal (twice when confirm is
 // set). Never from the command line.
-func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byte, error) {
-	if f := c.String(fileFlag); f != "" {
+func readSecret(c *cli.Context, what, fileFlag, cred, env string, confirm bool) ([]byte, error) {
+	f := c.String(fileFlag)
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); f == "" && dir != "" {
+		if p := filepath.Join(dir, cred); fileExists(p) {
+			f = p
+		}
+	}
+	if f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s file: %w", what, err)
@@ -81,11 +88,16 @@ func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byt
 }
 
 func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
-	return readSecret(c, "passphrase", "passphrase-file", "EZFS_PASSPHRASE", confirm)
+	return readSecret(c, "passphrase", "passphrase-file", "passphrase", "EZFS_PASSPHRASE", confirm)
 }
 
 func pin(c *cli.Context) ([]byte, error) {
-	return readSecret(c, "PIN", "pin-file", "EZFS_EXTERNAL_KEY_PIN", false)
+	return readSecret(c, "PIN", "pin-file", "pin", "EZFS_EXTERNAL_KEY_PIN", false)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // secretsFor reads the secrets a provider spec needs.
