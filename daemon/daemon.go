@@ -44,6 +44,9 @@ type Config struct {
 	Logger  *log.Logger
 	// Ready is called once the mount and the control socket serve.
 	Ready func()
+	// Metrics is where Prometheus metrics are served (a Unix socket path or
+	// HOST:PORT); empty for none.
+	Metrics string
 }
 
 type daemon struct {
@@ -98,15 +101,24 @@ func Run(cfg Config) error {
 	if len(d.sec.VaultToken) == 0 {
 		d.sec.VaultToken = []byte(os.Getenv("VAULT_TOKEN"))
 	}
-	d.ring = keystore.NewKeyringOpener(d.store, providers.Opener(d.sec), d.audit, cfg.KeyTTL)
+	open := providers.Opener(d.sec)
+	var met *metrics
+	if cfg.Metrics != "" {
+		met = newMetrics(d)
+		open = met.opener(open)
+	}
+	d.ring = keystore.NewKeyringOpener(d.store, open, d.audit, cfg.KeyTTL)
 	defer d.ring.Close()
 	if err := d.checkMainKeys(context.Background(), ""); err != nil {
 		return err
 	}
 	keys := &zones.Keys{Ring: d.ring}
-	d.fsys, err = fs.New(fs.Options{
-		Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log,
-	})
+	opts := fs.Options{Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log}
+	if met != nil {
+		opts.Metrics = met
+		keys.OnLookup = func() { met.nLookups.add(1) }
+	}
+	d.fsys, err = fs.New(opts)
 	if err != nil {
 		return err
 	}
@@ -115,6 +127,13 @@ func Run(cfg Config) error {
 	}
 	d.reenc = zones.NewReencryptor(d.fsys.Root(), keys, d.fsys, d.audit, d.log)
 	defer d.reenc.Close()
+	if met != nil {
+		stop, err := serveMetrics(cfg.Metrics, met)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ln, err := listen(cfg.Mountpoint)
 	if err != nil {
 		return err

@@ -256,7 +256,7 @@ func cmdMount(c *cli.Context) error {
 		return handOver(sec, daemon.Reexec)
 	}
 	return daemon.Run(daemon.Config{
-		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"),
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"), Metrics: c.String("metrics"),
 		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
 		Ready: func() {
 			if childReport != nil {
@@ -281,6 +281,9 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 		if d := c.Duration(f); d > 0 {
 			args = append(args, "--"+f, d.String())
 		}
+	}
+	if m := c.String("metrics"); m != "" {
+		args = append(args, "--metrics", m)
 	}
 	args = append(args, "--", backing, mnt)
 	err := handOver(sec, func(blob []byte) error {

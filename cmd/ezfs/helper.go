@@ -31,6 +31,7 @@ var helperFlags = map[string]string{
 	"keystore":        "--keystore",
 	"key_ttl":         "--key-ttl",
 	"kms_poll":        "--kms-poll",
+	"metrics":         "--metrics",
 }
 
 var helperSecrets = []string{"passphrase", "pin", "vault_token", "password"}
