@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -255,12 +254,18 @@ func cmdMount(c *cli.Context) error {
 	if !isChild && daemon.EnvHoldsSecret() {
 		return handOver(sec, daemon.Reexec)
 	}
+	logger, err := daemon.NewLogger(c.String("log-format"), os.Stderr, mnt)
+	if err != nil {
+		return err
+	}
 	return daemon.Run(daemon.Config{
 		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"), Metrics: c.String("metrics"),
-		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
+		Logger: logger,
 		Ready: func() {
 			if childReport != nil {
 				childReport(nil)
+			} else if c.String("log-format") == "json" {
+				logger.Printf("mounted %s on %s", backing, mnt)
 			} else {
 				fmt.Fprintf(os.Stderr, "mounted %s on %s\n", backing, mnt)
 			}
@@ -282,8 +287,10 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 			args = append(args, "--"+f, d.String())
 		}
 	}
-	if m := c.String("metrics"); m != "" {
-		args = append(args, "--metrics", m)
+	for _, f := range []string{"metrics", "log-format"} {
+		if v := c.String(f); v != "" {
+			args = append(args, "--"+f, v)
+		}
 	}
 	args = append(args, "--", backing, mnt)
 	err := handOver(sec, func(blob []byte) error {

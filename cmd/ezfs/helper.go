@@ -32,6 +32,7 @@ var helperFlags = map[string]string{
 	"key_ttl":         "--key-ttl",
 	"kms_poll":        "--kms-poll",
 	"metrics":         "--metrics",
+	"log_format":      "--log-format",
 }
 
 var helperSecrets = []string{"passphrase", "pin", "vault_token", "password"}
