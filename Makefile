@@ -3,7 +3,20 @@ BIN     := bin/ezfs
 # Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
 EZFS_RANDOM_OPS ?=
 
-.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-go bench-reencrypt clean
+.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-go bench-reencrypt clean install uninstall
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the mount helper mount(8) runs
+# for type fuse.ezfs (util-linux looks in /sbin only, so SBINDIR is not under PREFIX;
+# /sbin is /usr/sbin on merged-/usr systems), the systemd unit ezfs@.service, the man
+# page ezfs(8) and the bash completion, the last two made by the binary from its help.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+SBINDIR     ?= /sbin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+INSTALLED   := $(BINDIR)/ezfs $(SBINDIR)/mount.fuse.ezfs $(MANDIR)/man8/ezfs.8 $(UNITDIR)/ezfs@.service $(BASHCOMPDIR)/ezfs
 
 all: build
 
@@ -49,6 +62,18 @@ bench-reencrypt:
 
 demo: deps build
 	@scripts/demo.sh $(BIN)
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BASHCOMPDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/ezfs
+	ln -sfn $(BINDIR)/ezfs $(DESTDIR)$(SBINDIR)/mount.fuse.ezfs
+	$(BIN) doc man > $(DESTDIR)$(MANDIR)/man8/ezfs.8
+	$(BIN) doc bash > $(DESTDIR)$(BASHCOMPDIR)/ezfs
+	sed 's|@BINDIR@|$(BINDIR)|g' scripts/systemd/ezfs@.service.in > $(DESTDIR)$(UNITDIR)/ezfs@.service
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/ezfs.8 $(DESTDIR)$(BASHCOMPDIR)/ezfs $(DESTDIR)$(UNITDIR)/ezfs@.service
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 clean:
 	rm -rf bin

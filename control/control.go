@@ -42,7 +42,9 @@ type Request struct {
 
 // Response is what the daemon answers.
 type Response struct {
-	Error  string          `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Code classifies Error (errors.go); empty from daemons older than the codes.
+	Code   Code            `json:"code,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
 }
 
@@ -53,7 +55,7 @@ var ErrNoDaemon = errors.New("no ezfs daemon answers")
 func Call(sock, op string, args, result any) error {
 	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("%w on %s: %v", ErrNoDaemon, sock, err)
+		return &Error{Code: CodeUnavailable, Msg: fmt.Sprintf("%v on %s: %v", ErrNoDaemon, sock, err), wrapped: ErrNoDaemon}
 	}
 	defer conn.Close()
 	req := Request{Op: op}
@@ -70,7 +72,11 @@ func Call(sock, op string, args, result any) error {
 		return fmt.Errorf("read daemon answer: %w", err)
 	}
 	if resp.Error != "" {
-		return errors.New(resp.Error)
+		code := resp.Code
+		if code == "" {
+			code = CodeInternal
+		}
+		return &Error{Code: code, Msg: resp.Error}
 	}
 	if result != nil && len(resp.Result) > 0 {
 		return json.Unmarshal(resp.Result, result)
@@ -78,20 +84,23 @@ func Call(sock, op string, args, result any) error {
 	return nil
 }
 
-// Handler answers one request.
+// Handler answers one request. Classify gives the code of each error it returns.
 type Handler func(ctx context.Context, op string, args json.RawMessage) (any, error)
+
+// Classify maps an error to its code (the daemon's one table of them).
+type Classify func(error) Code
 
 // Server answers requests on a listener until Close.
 type Server struct {
 	ln *net.UnixListener
-	h  Handler
 	wg sync.WaitGroup
 }
 
 // Serve answers requests on ln in the background. Only root and the daemon's own user
-// may talk to it (peer credentials), on top of the socket's 0600 mode.
-func Serve(ln *net.UnixListener, h Handler) *Server {
-	s := &Server{ln: ln, h: h}
+// may talk to it (peer credentials), on top of the socket's 0600 mode. Each error h
+// returns is answered with its code from classify.
+func Serve(ln *net.UnixListener, h Handler, classify Classify) *Server {
+	s := &Server{ln: ln}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -103,7 +112,7 @@ func Serve(ln *net.UnixListener, h Handler) *Server {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				serveConn(conn, h)
+				serveConn(conn, h, classify)
 			}()
 		}
 	}()
@@ -128,28 +137,27 @@ func peerAllowed(conn *net.UnixConn) bool {
 	return err == nil && cred != nil && (cred.Uid == 0 || int(cred.Uid) == os.Geteuid())
 }
 
-func serveConn(conn *net.UnixConn, h Handler) {
+func serveConn(conn *net.UnixConn, h Handler, classify Classify) {
 	defer conn.Close()
 	enc := json.NewEncoder(conn)
 	if !peerAllowed(conn) {
-		_ = enc.Encode(Response{Error: "permission denied: only root may control an ezfs mount"})
+		_ = enc.Encode(Response{Code: CodePermission, Error: "permission denied: only root may control an ezfs mount"})
 		return
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var req Request
 	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
-		_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
+		_ = enc.Encode(Response{Code: CodeUsage, Error: "bad request: " + err.Error()})
 		return
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	res, err := h(context.Background(), req.Op, req.Args)
 	var resp Response
+	if err == nil && res != nil {
+		resp.Result, err = json.Marshal(res)
+	}
 	if err != nil {
-		resp.Error = err.Error()
-	} else if res != nil {
-		if resp.Result, err = json.Marshal(res); err != nil {
-			resp.Error = err.Error()
-		}
+		resp.Error, resp.Code = strings.ReplaceAll(err.Error(), "\n", " "), classify(err)
 	}
 	_ = enc.Encode(resp)
 }
@@ -259,9 +267,9 @@ func OnlyMount() (Mount, error) {
 	}
 	switch len(ms) {
 	case 0:
-		return Mount{}, errors.New("no ezfs mount found (mount one with 'ezfs mount')")
+		return Mount{}, Errorf(CodeNotFound, "no ezfs mount found (mount one with 'ezfs mount')")
 	case 1:
 		return ms[0], nil
 	}
-	return Mount{}, fmt.Errorf("%d ezfs mounts found: choose one with --mount", len(ms))
+	return Mount{}, Errorf(CodeUsage, "%d ezfs mounts found: choose one with --mount", len(ms))
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +44,9 @@ type Config struct {
 	Logger  *log.Logger
 	// Ready is called once the mount and the control socket serve.
 	Ready func()
+	// Metrics is where Prometheus metrics are served (a Unix socket path or
+	// HOST:PORT); empty for none.
+	Metrics string
 }
 
 type daemon struct {
@@ -97,15 +101,24 @@ func Run(cfg Config) error {
 	if len(d.sec.VaultToken) == 0 {
 		d.sec.VaultToken = []byte(os.Getenv("VAULT_TOKEN"))
 	}
-	d.ring = keystore.NewKeyringOpener(d.store, providers.Opener(d.sec), d.audit, cfg.KeyTTL)
+	open := providers.Opener(d.sec)
+	var met *metrics
+	if cfg.Metrics != "" {
+		met = newMetrics(d)
+		open = met.opener(open)
+	}
+	d.ring = keystore.NewKeyringOpener(d.store, open, d.audit, cfg.KeyTTL)
 	defer d.ring.Close()
 	if err := d.checkMainKeys(context.Background(), ""); err != nil {
 		return err
 	}
 	keys := &zones.Keys{Ring: d.ring}
-	d.fsys, err = fs.New(fs.Options{
-		Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log,
-	})
+	opts := fs.Options{Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log}
+	if met != nil {
+		opts.Metrics = met
+		keys.OnLookup = func() { met.nLookups.add(1) }
+	}
+	d.fsys, err = fs.New(opts)
 	if err != nil {
 		return err
 	}
@@ -114,6 +127,13 @@ func Run(cfg Config) error {
 	}
 	d.reenc = zones.NewReencryptor(d.fsys.Root(), keys, d.fsys, d.audit, d.log)
 	defer d.reenc.Close()
+	if met != nil {
+		stop, err := serveMetrics(cfg.Metrics, met)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ln, err := listen(cfg.Mountpoint)
 	if err != nil {
 		return err
@@ -124,7 +144,7 @@ func Run(cfg Config) error {
 		os.Remove(sock)
 		return err
 	}
-	ctl := control.Serve(ln, d.handle)
+	ctl := control.Serve(ln, d.handle, Classify)
 	d.audit.Action("mount", map[string]any{"backing": cfg.Backing, "mountpoint": cfg.Mountpoint}, nil)
 	d.log.Printf("serving %s on %s", cfg.Backing, cfg.Mountpoint)
 
@@ -133,6 +153,9 @@ func Run(cfg Config) error {
 	go func() {
 		for s := range sigs {
 			d.log.Printf("%v: unmounting", s)
+			if err := notify("STOPPING=1\nSTATUS=unmounting " + cfg.Mountpoint); err != nil {
+				d.log.Printf("sd_notify: %v", err)
+			}
 			if err := d.unmount(); err != nil {
 				d.log.Printf("unmount: %v", err)
 			}
@@ -151,6 +174,10 @@ func Run(cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
+	// The mount serves (WaitMount) and so does the control socket: tell systemd.
+	if err := notify(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=serving %s on %s", os.Getpid(), cfg.Backing, cfg.Mountpoint)); err != nil {
+		d.log.Printf("sd_notify: %v", err)
+	}
 	d.srv.Wait()
 	signal.Stop(sigs)
 	ctl.Close()
@@ -164,6 +191,10 @@ func Run(cfg Config) error {
 func (d *daemon) unmount() error {
 	err := d.srv.Unmount()
 	if err != nil {
+		// go-fuse passes fusermount's message on as text: type it here, at the source.
+		if strings.Contains(err.Error(), "busy") {
+			return Reword(syscall.EBUSY, "unmount %s: %s is busy: close the files open in it first", d.cfg.Mountpoint, d.cfg.Mountpoint)
+		}
 		return fmt.Errorf("unmount %s: %w", d.cfg.Mountpoint, err)
 	}
 	return nil
@@ -275,8 +306,10 @@ func decode[T any](raw json.RawMessage) (T, error) {
 	if len(raw) == 0 {
 		return v, nil
 	}
-	err := json.Unmarshal(raw, &v)
-	return v, err
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, UsageError("bad request arguments: %v", err)
+	}
+	return v, nil
 }
 
 func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (any, error) {
@@ -357,7 +390,7 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 		defer crypto.Zero(a.PIN)
 		return d.kms(ctx, op, a)
 	}
-	return nil, fmt.Errorf("unknown operation %q", op)
+	return nil, UsageError("unknown operation %q", op)
 }
 
 // keyChange creates (under its main key) or rolls a zone key.
@@ -368,7 +401,7 @@ func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo
 	if op == control.OpKeyCreate {
 		fields["main_key"] = mainName(a.MainKey)
 		if _, err := d.store.CurrentMainKey(a.MainKey); err != nil {
-			err = fmt.Errorf("main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
+			err = Reword(err, "main key %q does not exist (see 'ezfs kms show')", mainName(a.MainKey))
 			d.audit.Action(op, fields, err)
 			return nil, err
 		}
@@ -406,9 +439,9 @@ func (d *daemon) keySetMain(ctx context.Context, a control.KeyCreateArgs) (*cont
 func keyError(name string, err error) error {
 	switch {
 	case errors.Is(err, keystore.ErrKeyNotFound):
-		return fmt.Errorf("key %q does not exist", name)
+		return Reword(err, "key %q does not exist", name)
 	case errors.Is(err, keystore.ErrExists):
-		return fmt.Errorf("key %q already exists", name)
+		return Reword(err, "key %q already exists", name)
 	}
 	return err
 }
@@ -446,7 +479,7 @@ func (d *daemon) createZone(path, key string) (*control.ZoneInfo, error) {
 	defer d.adminMu.Unlock()
 	rel := zones.Clean(path)
 	if key == "" {
-		return nil, errors.New("a zone needs a key: --key NAME")
+		return nil, UsageError("a zone needs a key: --key NAME")
 	}
 	if err := d.registry.CheckNew(rel); err != nil {
 		return nil, err

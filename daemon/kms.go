@@ -223,7 +223,7 @@ func (d *daemon) mainKeys(name string) ([]control.MainKeyInfo, error) {
 		out = append(out, info)
 	}
 	if name != "" && len(out) == 0 {
-		return nil, fmt.Errorf("main key %q does not exist", name)
+		return nil, Reword(keystore.ErrKeyNotFound, "main key %q does not exist", name)
 	}
 	return out, nil
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ezfs/ezfs/control"
@@ -15,13 +14,13 @@ func (d *daemon) reencrypt(op string, a control.ReencryptArgs) (any, error) {
 	var e *zones.Entry
 	if !a.All {
 		if e = d.registry.At(rel); e == nil {
-			return nil, fmt.Errorf("/%s is not an encryption zone root", rel)
+			return nil, NotFoundError("/%s is not an encryption zone root", rel)
 		}
 	}
 	switch op {
 	case control.OpReencryptStart:
 		if why := d.fsys.ZoneHealth(*e); why != "" {
-			return nil, fmt.Errorf("zone /%s is damaged: %s", rel, why)
+			return nil, Reword(zones.ErrDamaged, "zone /%s is damaged: %s", rel, why)
 		}
 		j, err := d.reenc.Start(*e, a.Rate)
 		if err != nil {
@@ -31,7 +30,7 @@ func (d *daemon) reencrypt(op string, a control.ReencryptArgs) (any, error) {
 	case control.OpReencryptCancel:
 		j, err := d.reenc.Cancel(e.Zone.IDString())
 		if errors.Is(err, zones.ErrNoJob) {
-			return nil, fmt.Errorf("zone /%s has no running reencryption job", rel)
+			return nil, Reword(err, "zone /%s has no running reencryption job", rel)
 		}
 		if err != nil {
 			return nil, err
@@ -49,7 +48,7 @@ func (d *daemon) reencrypt(op string, a control.ReencryptArgs) (any, error) {
 		}
 	}
 	if e != nil && len(out) == 0 {
-		return nil, fmt.Errorf("zone /%s has never been re-encrypted", rel)
+		return nil, Reword(zones.ErrNoJob, "zone /%s has never been re-encrypted", rel)
 	}
 	return out, nil
 }

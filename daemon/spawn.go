@@ -99,6 +99,10 @@ func Start(args []string, secret []byte, logPath string) error {
 		if msg == "" {
 			return fmt.Errorf("the daemon exited before the mount was ready; see %s", logPath)
 		}
+		// "CODE<tab>message" (reporter); a bare message from an older binary.
+		if code, text, ok := strings.Cut(msg, "\t"); ok {
+			return &control.Error{Code: control.Code(code), Msg: text}
+		}
 		return errors.New(msg)
 	case <-time.After(startupWait):
 		_ = cmd.Process.Kill()
@@ -207,7 +211,7 @@ func reporter(rf *os.File) func(error) {
 		reported = true
 		msg := readyOK
 		if err != nil {
-			msg = strings.ReplaceAll(err.Error(), "\n", " ")
+			msg = string(Classify(err)) + "\t" + strings.ReplaceAll(err.Error(), "\n", " ")
 		}
 		fmt.Fprintln(rf, msg)
 		rf.Close()

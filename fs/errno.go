@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
 	"github.com/ezfs/ezfs/zones"
 )
@@ -19,6 +20,9 @@ func (n *node) path() string { return filepath.Join(n.fsys.root.Path, n.rel()) }
 func (n *node) errno(fd int, err error) syscall.Errno {
 	if err == nil {
 		return 0
+	}
+	if z := n.zone.Load(); z != nil && n.fsys.met != nil && errors.Is(err, crypto.ErrAuth) {
+		n.fsys.met.AuthFailure(z.IDString())
 	}
 	var en syscall.Errno
 	switch {

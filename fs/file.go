@@ -52,6 +52,9 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	if err != nil {
 		return nil, f.n.errno(f.fd, err)
 	}
+	if z := f.n.zone.Load(); z != nil && f.n.fsys.met != nil {
+		f.n.fsys.met.ZoneRead(z.IDString(), k)
+	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
 
@@ -60,6 +63,9 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 	defer f.n.mu.Unlock()
 	if err := f.n.fsys.asCaller(ctx, func() error { return f.n.writeLocked(f.fd, data, off) }); err != nil {
 		return 0, f.n.errno(f.fd, err)
+	}
+	if z := f.n.zone.Load(); z != nil && f.n.fsys.met != nil {
+		f.n.fsys.met.ZoneWrite(z.IDString(), len(data))
 	}
 	return uint32(len(data)), 0
 }

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/ezfs/ezfs/backing"
@@ -64,6 +65,20 @@ type Options struct {
 	Keys   FileKeys
 	Hooks  Hooks
 	Logger *log.Logger
+	// Metrics counts zone traffic and authentication failures; nil for none.
+	Metrics Metrics
+}
+
+// Metrics is told about zone file traffic (the daemon exports it). Zones are named by
+// ID, which renames do not change.
+type Metrics interface {
+	// ZoneRead and ZoneWrite: n plaintext bytes read from or written to a zone file.
+	ZoneRead(zone string, n int)
+	ZoneWrite(zone string, n int)
+	// AuthFailure: a block or record of a zone file failed authentication.
+	AuthFailure(zone string)
+	// Request: a FUSE request of operation op was answered after d, ok or with an error.
+	Request(op string, d time.Duration, ok bool)
 }
 
 // FS is one mounted backing directory.
@@ -73,6 +88,7 @@ type FS struct {
 	hooks Hooks
 	zones *zones.Registry
 	log   *log.Logger
+	met   Metrics
 	top   *node
 	// noPassthrough, killPriv and shared are set once, before the mount serves.
 	// killPriv: the daemon drops set-user-ID on marked writes (FUSE_HANDLE_KILLPRIV_V2).
@@ -112,7 +128,7 @@ func New(o Options) (*FS, error) {
 		root.Close()
 		return nil, fmt.Errorf("backing dir %s: not a directory", o.Backing)
 	}
-	f := &FS{root: root, keys: o.Keys, hooks: o.Hooks, zones: o.Zones, log: o.Logger, live: map[uint64]*node{}}
+	f := &FS{root: root, keys: o.Keys, hooks: o.Hooks, zones: o.Zones, log: o.Logger, met: o.Metrics, live: map[uint64]*node{}}
 	if f.log == nil {
 		f.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
 	}

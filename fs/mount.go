@@ -154,7 +154,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	f.noPassthrough = mo.NoPassthrough
 	f.shared = shared
 	spareProcs()
-	srv, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
+	var served fuse.RawFileSystem = raw
+	if f.met != nil {
+		served = &meteredFS{RawFileSystem: raw, m: f.met}
+	}
+	srv, err := fuse.NewServer(served, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}

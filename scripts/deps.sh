@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ezfs's build, tests and demo need on a Debian machine, if missing:
 # FUSE, attr tools, SoftHSM2 (the PKCS#11 token of the tests), quota tools (setquota,
-# for the quota test), the Go modules.
+# for the quota test), systemd-analyze and man (the unit test), the Go modules.
 set -euo pipefail
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
@@ -10,6 +10,8 @@ command -v xxd >/dev/null || need+=(xxd)
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v bc >/dev/null || need+=(bc)
 command -v setquota >/dev/null || need+=(quota)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

@@ -236,6 +236,15 @@ func (r *Registry) CheckNew(rel string) error {
 // Keys seals and opens file data keys with the zone keys of a keyring.
 type Keys struct {
 	Ring *keystore.Keyring
+	// OnLookup, if set, is called for every zone key version a file operation needs
+	// (the daemon counts cache hits with it).
+	OnLookup func()
+}
+
+func (k *Keys) lookup() {
+	if k.OnLookup != nil {
+		k.OnLookup()
+	}
 }
 
 // NewFileKey makes a data key for a new file in zone z, sealed under the newest version
@@ -256,6 +265,7 @@ func (k *Keys) NewFileKey(ctx context.Context, z *Zone) ([]byte, []byte, crypto.
 		return nil, nil, id, err
 	}
 	var rec []byte
+	k.lookup()
 	err = k.Ring.WithZoneKey(ctx, z.Key, version, func(key []byte) error {
 		e, err := crypto.SealDEK(key, z.ID, z.Key, version, id, dek)
 		if err != nil {
@@ -281,6 +291,7 @@ func (k *Keys) OpenFileKey(ctx context.Context, z *Zone, rec []byte) ([]byte, *c
 	}
 	name := e.KeyNameIn(z.Key)
 	var dek []byte
+	k.lookup()
 	err = k.Ring.WithZoneKey(ctx, name, e.KeyVersion, func(key []byte) error {
 		var err error
 		dek, err = e.Open(key, z.ID, name)
@@ -302,6 +313,7 @@ func (k *Keys) Rewrap(ctx context.Context, z *Zone, rec []byte, target uint32) (
 	}
 	defer crypto.Zero(dek)
 	var out []byte
+	k.lookup()
 	err = k.Ring.WithZoneKey(ctx, z.Key, target, func(key []byte) error {
 		e, err := crypto.SealDEK(key, z.ID, z.Key, target, old.FileID, dek)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/ezfs/ezfs/fs"
 	"github.com/ezfs/ezfs/keystore"
 	"github.com/ezfs/ezfs/keystore/providers"
+	"github.com/ezfs/ezfs/zones"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -33,16 +33,23 @@ var (
 )
 
 // readSecret reads a secret from the file named by flag fileFlag, else from the
+// systemd credential cred ($CREDENTIALS_DIRECTORY/cred, LoadCredential=), else from the
 // environment variable env, else from a prompt on the terminal (twice when confirm is
 // set). Never from the command line.
-func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byte, error) {
-	if f := c.String(fileFlag); f != "" {
+func readSecret(c *cli.Context, what, fileFlag, cred, env string, confirm bool) ([]byte, error) {
+	f := c.String(fileFlag)
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); f == "" && dir != "" {
+		if p := filepath.Join(dir, cred); fileExists(p) {
+			f = p
+		}
+	}
+	if f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s file: %w", what, err)
 		}
 		if b = bytes.TrimRight(b, "\r\n"); len(b) == 0 {
-			return nil, fmt.Errorf("%s file %s is empty", what, f)
+			return nil, daemon.Reword(providers.ErrNoCredential, "%s file %s is empty", what, f)
 		}
 		return b, nil
 	}
@@ -51,7 +58,7 @@ func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byt
 	}
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil || !term.IsTerminal(int(tty.Fd())) {
-		return nil, fmt.Errorf("no %s: use --%s or %s, or run on a terminal", what, fileFlag, env)
+		return nil, daemon.Reword(providers.ErrNoCredential, "no %s: use --%s or %s, or run on a terminal", what, fileFlag, env)
 	}
 	defer tty.Close()
 	ask := func(prompt string) ([]byte, error) {
@@ -65,7 +72,7 @@ func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byt
 		return nil, err
 	}
 	if len(p) == 0 {
-		return nil, fmt.Errorf("empty %s", what)
+		return nil, daemon.Reword(providers.ErrNoCredential, "empty %s", what)
 	}
 	if confirm {
 		q, err := ask("Repeat " + what + ": ")
@@ -73,18 +80,23 @@ func readSecret(c *cli.Context, what, fileFlag, env string, confirm bool) ([]byt
 			return nil, err
 		}
 		if !bytes.Equal(p, q) {
-			return nil, fmt.Errorf("the %ss do not match", what)
+			return nil, daemon.UsageError("the %ss do not match", what)
 		}
 	}
 	return p, nil
 }
 
 func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
-	return readSecret(c, "passphrase", "passphrase-file", "EZFS_PASSPHRASE", confirm)
+	return readSecret(c, "passphrase", "passphrase-file", "passphrase", "EZFS_PASSPHRASE", confirm)
 }
 
 func pin(c *cli.Context) ([]byte, error) {
-	return readSecret(c, "PIN", "pin-file", "EZFS_EXTERNAL_KEY_PIN", false)
+	return readSecret(c, "PIN", "pin-file", "pin", "EZFS_EXTERNAL_KEY_PIN", false)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // secretsFor reads the secrets a provider spec needs.
@@ -127,7 +139,7 @@ func backingDir(p string) (string, error) {
 		return "", fmt.Errorf("backing directory: %w", err)
 	}
 	if !st.IsDir() {
-		return "", fmt.Errorf("backing directory %s is not a directory", p)
+		return "", daemon.Reword(zones.ErrNotDir, "backing directory %s is not a directory", p)
 	}
 	return b, nil
 }
@@ -149,7 +161,7 @@ func cmdInit(c *cli.Context) error {
 		return err
 	}
 	if keystore.Exists(ks) {
-		return fmt.Errorf("%s already has a keystore (%s)", c.Args().First(), ks)
+		return daemon.Reword(keystore.ErrExists, "%s already has a keystore (%s)", c.Args().First(), ks)
 	}
 	sec, err := secretsFor(c, spec.Provider, true)
 	if err != nil {
@@ -181,8 +193,10 @@ func cmdMount(c *cli.Context) error {
 	if err := daemon.ClearStale(mnt); err != nil {
 		return err
 	}
-	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", c.Args().Get(1))
+	if st, err := os.Stat(mnt); err != nil {
+		return daemon.Reword(err, "mountpoint %s is not a directory", c.Args().Get(1))
+	} else if !st.IsDir() {
+		return daemon.Reword(zones.ErrNotDir, "mountpoint %s is not a directory", c.Args().Get(1))
 	}
 	ks, err := keystoreDir(c, backing)
 	if err != nil {
@@ -190,7 +204,7 @@ func cmdMount(c *cli.Context) error {
 	}
 	mo, err := fs.ParseMountOptions(c.StringSlice("o"))
 	if err != nil {
-		return err
+		return daemon.UsageError("%v", err)
 	}
 	mo.Debug = c.Bool("debug")
 	sec := childSecrets
@@ -200,7 +214,7 @@ func cmdMount(c *cli.Context) error {
 		s, err := keystore.Open(ks)
 		if err != nil {
 			if errors.Is(err, keystore.ErrLocked) {
-				return fmt.Errorf("keystore %s is in use: %s is probably mounted already", ks, backing)
+				return daemon.Reword(err, "keystore %s is in use: %s is probably mounted already", ks, backing)
 			}
 			return err
 		}
@@ -240,12 +254,18 @@ func cmdMount(c *cli.Context) error {
 	if !isChild && daemon.EnvHoldsSecret() {
 		return handOver(sec, daemon.Reexec)
 	}
+	logger, err := daemon.NewLogger(c.String("log-format"), os.Stderr, mnt)
+	if err != nil {
+		return err
+	}
 	return daemon.Run(daemon.Config{
-		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"),
-		Logger: log.New(os.Stderr, "ezfs: ", log.LstdFlags|log.Lmicroseconds),
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"), Metrics: c.String("metrics"),
+		Logger: logger,
 		Ready: func() {
 			if childReport != nil {
 				childReport(nil)
+			} else if c.String("log-format") == "json" {
+				logger.Printf("mounted %s on %s", backing, mnt)
 			} else {
 				fmt.Fprintf(os.Stderr, "mounted %s on %s\n", backing, mnt)
 			}
@@ -265,6 +285,11 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 	for _, f := range []string{"key-ttl", "kms-poll"} {
 		if d := c.Duration(f); d > 0 {
 			args = append(args, "--"+f, d.String())
+		}
+	}
+	for _, f := range []string{"metrics", "log-format"} {
+		if v := c.String(f); v != "" {
+			args = append(args, "--"+f, v)
 		}
 	}
 	args = append(args, "--", backing, mnt)
@@ -308,7 +333,7 @@ func cmdUmount(c *cli.Context) error {
 		found = found || m.Mountpoint == mnt
 	}
 	if !found {
-		return fmt.Errorf("%s is not an ezfs mount", c.Args().First())
+		return daemon.NotFoundError("%s is not an ezfs mount", c.Args().First())
 	}
 	sock := control.SocketPath(mnt)
 	err = control.Call(sock, control.OpUnmount, nil, nil)
@@ -320,9 +345,6 @@ func cmdUmount(c *cli.Context) error {
 		return nil
 	}
 	if err != nil {
-		if strings.Contains(err.Error(), "busy") {
-			return fmt.Errorf("%s is busy: close the files open in it first", mnt)
-		}
 		return err
 	}
 	// Wait for the daemon to release the keystore and remove its socket.
@@ -534,6 +556,9 @@ func cmdKeyDescribe(c *cli.Context) error {
 func cmdZoneCreate(c *cli.Context) error {
 	if err := exactArgs(c, "PATH"); err != nil {
 		return err
+	}
+	if c.String("key") == "" {
+		return daemon.UsageError("zone create needs --key NAME")
 	}
 	sock, rel, err := socketForPath(c.Args().First())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/daemon"
 	"github.com/ezfs/ezfs/keystore"
 	"github.com/urfave/cli/v2"
 )
@@ -59,16 +60,16 @@ func kmsArgs(c *cli.Context, op string) (control.KMSArgs, error) {
 		}
 	case op == control.OpKMSRetire:
 		if len(args) < 1 || len(args) > 2 {
-			return a, fmt.Errorf("%s needs [NAME] VERSION (see --help)", c.Command.FullName())
+			return a, daemon.UsageError("%s needs [NAME] VERSION (see --help)", c.Command.FullName())
 		}
 		v, err := strconv.ParseUint(strings.TrimPrefix(args[len(args)-1], "v"), 10, 32)
 		if err != nil {
-			return a, fmt.Errorf("VERSION must be a number, not %q", args[len(args)-1])
+			return a, daemon.UsageError("VERSION must be a number, not %q", args[len(args)-1])
 		}
 		a.Version = uint32(v)
 		args = args[:len(args)-1]
 	case len(args) > 1:
-		return a, fmt.Errorf("%s takes at most one NAME (see --help)", c.Command.FullName())
+		return a, daemon.UsageError("%s takes at most one NAME (see --help)", c.Command.FullName())
 	}
 	if len(args) > 0 {
 		a.Name = args[0]

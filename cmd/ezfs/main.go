@@ -4,11 +4,11 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/ezfs/ezfs/control"
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/daemon"
 	"github.com/urfave/cli/v2"
@@ -23,20 +23,92 @@ func main() {
 			fail(fmt.Errorf("daemon secrets: %w", err))
 		}
 		crypto.Zero(blob)
+	} else if isHelper(args[0]) {
+		// mount(8) runs us as /sbin/mount.fuse.ezfs BACKING MNT -o OPTIONS.
+		margs, fake, err := helperArgs(args[1:])
+		if err != nil {
+			fail(err)
+		}
+		if fake {
+			return
+		}
+		args = append([]string{"ezfs"}, margs...)
+		os.Args = args
 	}
 	args = append(args[:1], reorder(app.Commands, args[1:])...)
+	jsonOut = wantsJSON(args[1:])
 	if err := app.Run(args); err != nil {
 		fail(err)
 	}
 }
 
-// fail tells the waiting parent, if any, and stderr why this run failed, and exits.
+// jsonOut is set when the command line asks for --json: a failure is printed on stdout
+// as JSON too, with its code.
+var jsonOut bool
+
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == "--json" || a == "-json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
+}
+
+// failure is the --json output of a failed command.
+type failure struct {
+	Error struct {
+		Code     control.Code `json:"code"`
+		ExitCode int          `json:"exit_code"`
+		Message  string       `json:"message"`
+	} `json:"error"`
+}
+
+// fail tells the waiting parent, if any, and stderr why this run failed, and exits with
+// the exit code of the error's class (exitCodesHelp).
 func fail(err error) {
 	if childReport != nil {
 		childReport(err)
 	}
+	code := classify(err)
+	if jsonOut {
+		var f failure
+		f.Error.Code, f.Error.ExitCode, f.Error.Message = code, code.ExitCode(), oneLine(err)
+		_ = printJSON(f)
+	}
 	fmt.Fprintln(os.Stderr, "ezfs: "+oneLine(err))
-	os.Exit(1)
+	os.Exit(code.ExitCode())
+}
+
+// classify is daemon.Classify. (No flag is Required: urfave/cli's error for a missing
+// one has no exported type, and it reads the arguments as a subcommand then.)
+func classify(err error) control.Code { return daemon.Classify(err) }
+
+// exitCodesHelp documents the exit codes, an ABI: in --help, the man page, the README.
+const exitCodesHelp = `EXIT STATUS (the "code" of a failure in --json output, and of a control socket answer):
+   0  ok
+   1  internal       anything else
+   2  usage          bad flag, argument or mount option; unknown command
+   3  not_found      no such key, zone, job, main key, keystore, mount or file; a path outside every mount
+   4  permission     wrong passphrase or PIN, a credential refused or missing, not root
+   5  unavailable    a key provider (Vault, PKCS#11 token) or the daemon does not answer
+   6  busy           in use, already exists, a job already running, not empty, changed meanwhile
+   7  corrupt        data or a record fails authentication or does not parse`
+
+// usageErrors makes the flag parsing errors of every command a one-line usage error
+// (urfave/cli prints the help otherwise).
+func usageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = onUsageError
+		usageErrors(c.Subcommands)
+	}
+}
+
+func onUsageError(_ *cli.Context, err error, _ bool) error {
+	return daemon.UsageError("%v (see --help)", err)
 }
 
 func oneLine(err error) string {
@@ -70,9 +142,10 @@ func newApp() *cli.App {
 	app := buildApp()
 	// An unknown command (or subcommand) is a one-line error with a non-zero exit.
 	app.CommandNotFound = func(c *cli.Context, name string) {
-		fmt.Fprintf(os.Stderr, "ezfs: unknown command %q (see 'ezfs --help')\n", name)
-		os.Exit(2)
+		fail(daemon.UsageError("unknown command %q (see 'ezfs --help')", name))
 	}
+	app.OnUsageError = onUsageError
+	usageErrors(app.Commands)
 	return app
 }
 
@@ -80,6 +153,7 @@ func buildApp() *cli.App {
 	return &cli.App{
 		Name:                 "ezfs",
 		Usage:                "encryption zones on a FUSE mount",
+		Description:          exitCodesHelp,
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
 		ExitErrHandler:       func(*cli.Context, error) {},
@@ -96,7 +170,9 @@ func buildApp() *cli.App {
 					&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, ro, ... (comma separated)"},
 					&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
 					&cli.DurationFlag{Name: "key-ttl", Usage: "how long an unwrapped zone key stays cached unused (default 10m)"},
-					&cli.DurationFlag{Name: "kms-poll", Usage: "how often to look for main key versions made in the provider (a Transit rotation in Vault) (default 1h)"}},
+					&cli.DurationFlag{Name: "kms-poll", Usage: "how often to look for main key versions made in the provider (a Transit rotation in Vault) (default 1h)"},
+					&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at /metrics on this Unix socket path or HOST:PORT (default: off)"},
+					&cli.StringFlag{Name: "log-format", Usage: "the daemon's log: text or json (one JSON object a line)"}},
 				Action: cmdMount,
 			},
 			{Name: "umount", Aliases: []string{"unmount"}, Usage: "unmount and stop the daemon", ArgsUsage: "MOUNTPOINT", Action: cmdUmount},
@@ -117,12 +193,13 @@ func buildApp() *cli.App {
 				Name: "zone", Usage: "manage encryption zones",
 				Subcommands: []*cli.Command{
 					{Name: "create", Usage: "make an empty directory an encryption zone", ArgsUsage: "PATH",
-						Flags: []cli.Flag{jsonFlag, &cli.StringFlag{Name: "key", Usage: "zone key name", Required: true}}, Action: cmdZoneCreate},
+						Flags: []cli.Flag{jsonFlag, &cli.StringFlag{Name: "key", Usage: "zone key name (required)"}}, Action: cmdZoneCreate},
 					{Name: "list", Usage: "list zones", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdZoneList},
 				},
 			},
 			reencryptCommand(),
 			kmsCommand(),
+			docCommand(),
 			{
 				Name: "file", Usage: "inspect files",
 				Subcommands: []*cli.Command{
@@ -193,11 +270,11 @@ func splitFlags(flags []cli.Flag, args []string) []string {
 // exactArgs checks the number of positional arguments.
 func exactArgs(c *cli.Context, names ...string) error {
 	if c.NArg() != len(names) {
-		return fmt.Errorf("%s needs %s (see --help)", c.Command.FullName(), strings.Join(names, " "))
+		return daemon.UsageError("%s needs %s (see --help)", c.Command.FullName(), strings.Join(names, " "))
 	}
 	for i := range names {
 		if c.Args().Get(i) == "" {
-			return errors.New(names[i] + " must not be empty")
+			return daemon.UsageError("%s must not be empty", names[i])
 		}
 	}
 	return nil

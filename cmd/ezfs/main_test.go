@@ -19,3 +19,37 @@ func TestReorder(t *testing.T) {
 		}
 	}
 }
+
+func TestHelperArgs(t *testing.T) {
+	for _, c := range []struct {
+		in   []string
+		want []string
+		fake bool
+	}{
+		{[]string{"/b", "/m", "-o", "rw,allow_other,passphrase_file=/etc/ezfs/p"},
+			[]string{"mount", "--passphrase-file", "/etc/ezfs/p", "-o", "rw,allow_other", "--", "/b", "/m"}, false},
+		{[]string{"/b", "/m", "-n", "-o", "defaults,noauto,nofail,_netdev,x-systemd.requires=vault.service,x-systemd.automount,comment=x,ro", "-t", "fuse.ezfs"},
+			[]string{"mount", "-o", "ro", "--", "/b", "/m"}, false},
+		{[]string{"/b", "/m", "-sfv", "-o", "pin_file=/p,keystore=/k,key_ttl=1m"},
+			[]string{"mount", "--pin-file", "/p", "--keystore", "/k", "--key-ttl", "1m", "--", "/b", "/m"}, true},
+	} {
+		got, fake, err := helperArgs(c.in)
+		if err != nil || !slices.Equal(got, c.want) || fake != c.fake {
+			t.Errorf("helperArgs(%q) = %q %v %v, want %q %v", c.in, got, fake, err, c.want, c.fake)
+		}
+	}
+	for _, in := range [][]string{
+		{"/b", "/m", "-o", "passphrase=secret"},
+		{"/b", "/m", "-o", "pin=1234"},
+		{"/b"},
+		{"/b", "/m", "-o", "passphrase_file"},
+		{"/b", "/m", "-q"},
+	} {
+		if _, _, err := helperArgs(in); err == nil {
+			t.Errorf("helperArgs(%q): no error", in)
+		}
+	}
+	if !isHelper("/sbin/mount.fuse.ezfs") || isHelper("/usr/bin/ezfs") {
+		t.Error("isHelper")
+	}
+}

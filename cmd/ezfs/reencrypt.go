@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/daemon"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 )
@@ -38,6 +39,9 @@ func zoneArg(c *cli.Context) (string, string, error) {
 }
 
 func cmdReencryptStart(c *cli.Context) error {
+	if c.Float64("rate") < 0 {
+		return daemon.UsageError("--rate must not be negative")
+	}
 	sock, rel, err := zoneArg(c)
 	if err != nil {
 		return err
@@ -143,7 +147,7 @@ func cmdReencryptCancel(c *cli.Context) error {
 
 func cmdReencryptStatus(c *cli.Context) error {
 	if c.NArg() > 1 {
-		return errors.New("reencrypt status takes at most one ZONE")
+		return daemon.UsageError("reencrypt status takes at most one ZONE")
 	}
 	var sock string
 	args := control.ReencryptArgs{All: true}
