@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -42,6 +43,9 @@ type Config struct {
 	// KMSPoll is how often providers are asked for versions made there (0: default).
 	KMSPoll time.Duration
 	Logger  *log.Logger
+	// Events takes the data path's errors as structured records (JSON logs); nil for
+	// text.
+	Events *slog.Logger
 	// Ready is called once the mount and the control socket serve.
 	Ready func()
 	// Metrics is where Prometheus metrics are served (a Unix socket path or
@@ -113,7 +117,7 @@ func Run(cfg Config) error {
 		return err
 	}
 	keys := &zones.Keys{Ring: d.ring}
-	opts := fs.Options{Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log}
+	opts := fs.Options{Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log, Events: cfg.Events}
 	if met != nil {
 		opts.Metrics = met
 		keys.OnLookup = func() { met.nLookups.add(1) }

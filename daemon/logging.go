@@ -18,15 +18,42 @@ import (
 // package logs through a *log.Logger; in JSON a line becomes a record with the fields
 // docs/DESIGN.md names: time, level, msg, mountpoint, pid, and where the message says
 // so errno and path (an "EIO on PATH: ..." line) and level WARN for "WARNING: ...".
-func NewLogger(format string, w io.Writer, mountpoint string) (*log.Logger, error) {
+//
+// In JSON the second result takes the data path's errors as records of their own, with
+// errno, path, zone, key and key_version (fs.Options.Events); nil for text.
+func NewLogger(format string, w io.Writer, mountpoint string) (*log.Logger, *slog.Logger, error) {
 	switch format {
 	case "", "text":
-		return log.New(w, "ezfs: ", log.LstdFlags|log.Lmicroseconds), nil
+		return log.New(w, "ezfs: ", log.LstdFlags|log.Lmicroseconds), nil, nil
 	case "json":
 		h := slog.NewJSONHandler(w, nil).WithAttrs([]slog.Attr{slog.String("mountpoint", mountpoint), slog.Int("pid", os.Getpid())})
-		return log.New(&slogWriter{h: h}, "", 0), nil
+		sw := &slogWriter{h: h}
+		return log.New(sw, "", 0), slog.New(lockedHandler{mu: &sw.mu, h: h}), nil
 	}
-	return nil, UsageError("--log-format %q: text or json", format)
+	return nil, nil, UsageError("--log-format %q: text or json", format)
+}
+
+// lockedHandler writes slog records under the slogWriter's mutex, so that records and
+// converted lines never interleave on the output.
+type lockedHandler struct {
+	mu *sync.Mutex
+	h  slog.Handler
+}
+
+func (l lockedHandler) Enabled(ctx context.Context, lv slog.Level) bool { return l.h.Enabled(ctx, lv) }
+
+func (l lockedHandler) Handle(ctx context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.h.Handle(ctx, r)
+}
+
+func (l lockedHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return lockedHandler{mu: l.mu, h: l.h.WithAttrs(a)}
+}
+
+func (l lockedHandler) WithGroup(g string) slog.Handler {
+	return lockedHandler{mu: l.mu, h: l.h.WithGroup(g)}
 }
 
 // slogWriter turns each line a log.Logger writes into a slog record.

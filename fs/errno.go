@@ -2,12 +2,12 @@ package fs
 
 import (
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
-	"github.com/ezfs/ezfs/zones"
 )
 
 // path names the node's backing file in messages. It is never opened: every backing
@@ -29,15 +29,57 @@ func (n *node) errno(fd int, err error) syscall.Errno {
 	case errors.As(err, &en):
 		return en
 	case errors.Is(err, keystore.ErrPermission):
-		n.fsys.log.Printf("%s: %v", n.path(), err)
-		return syscall.EACCES
+		en = syscall.EACCES
 	case errors.Is(err, keystore.ErrKeyNotFound):
-		n.fsys.log.Printf("%s: %v", n.path(), err)
-		return syscall.ENOKEY
-	case errors.Is(err, zones.ErrDamaged):
-		n.fsys.log.Printf("EIO on %s: %v", n.path(), err)
-		return syscall.EIO
+		en = syscall.ENOKEY
+	default:
+		en = syscall.EIO
 	}
-	n.fsys.log.Printf("EIO on %s: %v", n.path(), err)
-	return syscall.EIO
+	n.report(en, err)
+	return en
+}
+
+// report logs why a request failed with errno e: a line "EIO on PATH: why" (or
+// "PATH: why" for EACCES and ENOKEY), or with Events a record with the fields
+// docs/DESIGN.md names.
+func (n *node) report(e syscall.Errno, err error) {
+	if n.fsys.events == nil {
+		if e == syscall.EIO {
+			n.fsys.log.Printf("EIO on %s: %v", n.path(), err)
+		} else {
+			n.fsys.log.Printf("%s: %v", n.path(), err)
+		}
+		return
+	}
+	attrs := []any{slog.String("errno", errnoName(e)), slog.String("path", n.path())}
+	if z := n.zone.Load(); z != nil {
+		attrs = append(attrs, slog.String("zone", z.IDString()), slog.String("key", z.Key))
+		if v := n.loadedVersion(); v != 0 {
+			attrs = append(attrs, slog.Uint64("key_version", uint64(v)))
+		}
+	}
+	n.fsys.events.Error(err.Error(), attrs...)
+}
+
+// loadedVersion is the key version of the file's EDEK once it was opened; 0 before.
+// It may be called with n.mu held or not: a try-lock never waits for it.
+func (n *node) loadedVersion() uint32 {
+	if !n.mu.TryRLock() {
+		return 0
+	}
+	defer n.mu.RUnlock()
+	return n.keyVersion
+}
+
+// errnoName is the symbolic name of the errnos the data path answers.
+func errnoName(e syscall.Errno) string {
+	switch e {
+	case syscall.EIO:
+		return "EIO"
+	case syscall.EACCES:
+		return "EACCES"
+	case syscall.ENOKEY:
+		return "ENOKEY"
+	}
+	return e.Error()
 }

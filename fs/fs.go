@@ -21,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -65,6 +66,9 @@ type Options struct {
 	Keys   FileKeys
 	Hooks  Hooks
 	Logger *log.Logger
+	// Events, when set, gets the data path's errors as structured records (errno,
+	// path, zone, key version) instead of lines on Logger: --log-format json.
+	Events *slog.Logger
 	// Metrics counts zone traffic and authentication failures; nil for none.
 	Metrics Metrics
 }
@@ -88,8 +92,10 @@ type FS struct {
 	hooks Hooks
 	zones *zones.Registry
 	log   *log.Logger
-	met   Metrics
-	top   *node
+	// events is Options.Events; nil for text logs.
+	events *slog.Logger
+	met    Metrics
+	top    *node
 	// noPassthrough, killPriv and shared are set once, before the mount serves.
 	// killPriv: the daemon drops set-user-ID on marked writes (FUSE_HANDLE_KILLPRIV_V2).
 	// shared: several users reach the mount, and the kernel checks permissions.
@@ -128,7 +134,7 @@ func New(o Options) (*FS, error) {
 		root.Close()
 		return nil, fmt.Errorf("backing dir %s: not a directory", o.Backing)
 	}
-	f := &FS{root: root, keys: o.Keys, hooks: o.Hooks, zones: o.Zones, log: o.Logger, met: o.Metrics, live: map[uint64]*node{}}
+	f := &FS{root: root, keys: o.Keys, hooks: o.Hooks, zones: o.Zones, log: o.Logger, events: o.Events, met: o.Metrics, live: map[uint64]*node{}}
 	if f.log == nil {
 		f.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
 	}

@@ -32,10 +32,12 @@ type node struct {
 	// cc, size, sizeKnown and torn are guarded by mu. cc is the file's block cipher, built
 	// once from the EDEK; size is the plaintext size, maintained by every write and
 	// truncate once known.
-	cc        *crypto.ContentCipher
-	size      int64
-	sizeKnown bool
-	torn      bool // the backing file ends in bytes past size, left by a crash
+	cc *crypto.ContentCipher
+	// keyVersion is the zone key version of the file's EDEK, for messages; set with cc.
+	keyVersion uint32
+	size       int64
+	sizeKnown  bool
+	torn       bool // the backing file ends in bytes past size, left by a crash
 
 	// fds are the backing descriptors of the node's open files. A file that has lost
 	// its names (unlinked while open, or O_TMPFILE) is reached through one of them.

@@ -117,7 +117,7 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 				return err
 			}
 		}
-		n.cc = cc
+		n.cc, n.keyVersion = cc, e.KeyVersion
 	}
 	return n.learnSizeLocked(fd, st.Size)
 }

@@ -13,8 +13,8 @@ import (
 )
 
 // TestLogJSON (issue 16, criterion 6): with --log-format json every line the daemon
-// logs is a JSON object with time, level, msg, mountpoint and pid, and an EIO line
-// carries errno and path (docs/DESIGN.md).
+// logs is a JSON object with time, level, msg, mountpoint and pid, and an EIO record
+// carries errno, path, zone, key and key_version (docs/DESIGN.md).
 func TestLogJSON(t *testing.T) {
 	e := newEnv(t)
 	zone := e.zone("z", "k")
@@ -80,6 +80,10 @@ func TestLogJSON(t *testing.T) {
 			sawEIO = true
 			if p, _ := rec["path"].(string); !strings.HasSuffix(p, "z/f") || rec["level"] != "ERROR" {
 				t.Errorf("EIO record: %q", sc.Text())
+			}
+			// The data path's own fields: which zone, under which key version.
+			if z, _ := rec["zone"].(string); len(z) != 32 || rec["key"] != "k" || rec["key_version"] != float64(1) {
+				t.Errorf("EIO record without zone, key and key_version: %q", sc.Text())
 			}
 		}
 	}

@@ -254,13 +254,13 @@ func cmdMount(c *cli.Context) error {
 	if !isChild && daemon.EnvHoldsSecret() {
 		return handOver(sec, daemon.Reexec)
 	}
-	logger, err := daemon.NewLogger(c.String("log-format"), os.Stderr, mnt)
+	logger, events, err := daemon.NewLogger(c.String("log-format"), os.Stderr, mnt)
 	if err != nil {
 		return err
 	}
 	return daemon.Run(daemon.Config{
 		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"), Metrics: c.String("metrics"),
-		Logger: logger,
+		Logger: logger, Events: events,
 		Ready: func() {
 			if childReport != nil {
 				childReport(nil)
