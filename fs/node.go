@@ -35,9 +35,13 @@ type node struct {
 	cc *crypto.ContentCipher
 	// keyVersion is the zone key version of the file's EDEK, for messages; set with cc.
 	keyVersion uint32
-	size       int64
-	sizeKnown  bool
-	torn       bool // the backing file ends in bytes past size, left by a crash
+	// holeFrom is a backing offset below which the file has no holes: found at load
+	// with SEEK_HOLE, lowered by an extension or a punch that makes holes, raised as
+	// reserve finds the holes filled; math.MaxInt64 for none. Guarded by mu.
+	holeFrom  int64
+	size      int64
+	sizeKnown bool
+	torn      bool // the backing file ends in bytes past size, left by a crash
 
 	// fds are the backing descriptors of the node's open files. A file that has lost
 	// its names (unlinked while open, or O_TMPFILE) is reached through one of them.

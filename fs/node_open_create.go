@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"math"
 	"syscall"
 
 	"github.com/ezfs/ezfs/backing"
@@ -205,7 +206,7 @@ func (n *node) removeCreated(dirfd int, name string, fd int) {
 // newZoneFile hands out the first open of a new zone file, whose cipher is cc.
 func (n *node) newZoneFile(fd int, cc *crypto.ContentCipher) *file {
 	n.mu.Lock()
-	n.cc, n.size, n.sizeKnown = cc, 0, true
+	n.cc, n.size, n.sizeKnown, n.holeFrom = cc, 0, true, math.MaxInt64
 	n.mu.Unlock()
 	return n.zoneFile(fd)
 }
