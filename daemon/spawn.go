@@ -221,22 +221,39 @@ func reporter(rf *os.File) func(error) {
 // ClearStale detaches mnt if it is an ezfs mount whose daemon is gone (the kernel
 // answers ENOTCONN), so that a new `ezfs mount` after a crash needs no manual umount.
 func ClearStale(mnt string) error {
-	var st syscall.Stat_t
-	err := syscall.Stat(mnt, &st)
-	if !errors.Is(err, syscall.ENOTCONN) {
-		return nil
-	}
-	ms, err := control.Mounts()
-	if err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if m.Mountpoint == mnt {
-			if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
-				return fmt.Errorf("detach the dead mount at %s: %w", mnt, err)
-			}
+	// Mounts of daemons killed one after the other may be stacked at mnt: each is
+	// detached in turn.
+	for i := 0; i < maxStale; i++ {
+		// statfs, not stat: the kernel answers a stat of a dead FUSE mount's root from
+		// its attribute cache for a while, so a new mount went on top of the dead one;
+		// statfs always asks the daemon.
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(mnt, &st); !errors.Is(err, syscall.ENOTCONN) {
 			return nil
+		}
+		if ours, err := isMount(mnt); err != nil || !ours {
+			return err
+		}
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("detach the dead mount at %s: %w", mnt, err)
 		}
 	}
 	return nil
+}
+
+// maxStale bounds the dead mounts ClearStale detaches at one mountpoint.
+const maxStale = 100
+
+// isMount reports whether mnt is an ezfs mount point.
+func isMount(mnt string) (bool, error) {
+	ms, err := control.Mounts()
+	if err != nil {
+		return false, err
+	}
+	for _, m := range ms {
+		if m.Mountpoint == mnt {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -183,6 +183,22 @@ func TestTornTail(t *testing.T) {
 	}
 }
 
+// mountsAt counts the mounts stacked at mnt.
+func mountsAt(t *testing.T, mnt string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == mnt {
+			k++
+		}
+	}
+	return k
+}
+
 // checkBadTail: a file whose last block authenticates at no length opens, its intact
 // blocks read, a read of the whole fails with EIO, and once cut back to its intact part
 // (as an operator would) it is an ordinary file.
@@ -288,6 +304,10 @@ func TestKillDuringAppend(t *testing.T) {
 		n := <-synced
 		_ = cmd.Wait()
 		e.mount()
+		// The dead mount was detached, not covered: one mount at the mount point.
+		if k := mountsAt(t, e.mnt); k != 1 {
+			t.Fatalf("round %d: %d mounts at %s after the remount, want 1", round, k, e.mnt)
+		}
 		got, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatalf("round %d: read after the kill (%d records fsynced): %v", round, n, err)
