@@ -14,38 +14,67 @@ import (
 )
 
 // dirZone decides whether the directory open as fd (attributes st, at rel) is a zone
-// root. The registry, by device and inode, is what makes a zone; the marker must agree
-// with it. A registered root whose marker is missing or names another zone, and a
-// marker the registry does not know there, give a damaged zone: never served as plain
-// (its files would be ciphertext, and new files would be stored in the clear).
+// root, by the rule of judgeRoot, and logs a damaged one. A damaged zone is never
+// served as plain (its files would be ciphertext, and new files would be stored in
+// the clear).
 func (f *FS) dirZone(fd int, st *unix.Stat_t, rel string) *zones.Zone {
-	m, err := zones.ReadMarker(fd)
-	if err != nil && !errors.Is(err, crypto.ErrFormat) {
-		// No attributes on this file system, or a read error: no marker to go by.
-		if !errors.Is(err, unix.ENOTSUP) {
-			f.log.Printf("/%s: %v", rel, err)
+	j := f.judgeRoot(fd, st, nil)
+	if j.entry == nil && j.marker != nil {
+		if e := f.adopt(j.marker, st, rel); e != nil {
+			j = rootJudgement{entry: e, marker: j.marker}
 		}
-		err = nil
-	}
-	e := f.zones.ByInode(st.Dev, st.Ino)
-	if e == nil && m != nil {
-		e = f.adopt(m, st, rel)
 	}
 	switch {
-	case e == nil && m == nil && err == nil:
+	case j.why != "" && j.entry != nil:
+		return f.damaged(j.entry.Zone, rel, j.why)
+	case j.why != "":
+		return f.damaged(&zones.Zone{ID: j.marker.ID, Key: j.marker.Key}, rel, j.why)
+	case j.entry == nil:
 		return nil
-	case e == nil:
-		return f.damaged(&zones.Zone{ID: zoneID(m), Key: zoneKey(m)}, rel,
-			"the directory carries a zone marker the keystore does not know here")
-	case m == nil:
-		return f.damaged(e.Zone, rel, fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone))
-	case m.ID != e.Zone.ID:
-		return f.damaged(e.Zone, rel, fmt.Sprintf("its zone marker names zone %s", m.IDString()))
 	}
-	if e.Path != rel && f.hooks != nil {
-		f.hooks.ZoneFound(e.Zone, rel)
+	if j.entry.Path != rel && f.hooks != nil {
+		f.hooks.ZoneFound(j.entry.Zone, rel)
 	}
-	return e.Zone
+	return j.entry.Zone
+}
+
+// rootJudgement is what judgeRoot finds about a directory.
+type rootJudgement struct {
+	entry  *zones.Entry // the zone registered at the directory's inode, or nil
+	marker *zones.Zone  // the directory's marker, or nil
+	why    string       // why the directory is a damaged zone root; "" if it is not
+}
+
+// judgeRoot is the one rule for zone roots: the registry, by device and inode, makes
+// a zone, and the marker must agree with it. e is the registered zone expected there,
+// or nil to look it up by st. A registered root whose marker is missing,
+// unreadable or names another zone, and a marker the registry does not know at that
+// inode, make a damaged zone root.
+func (f *FS) judgeRoot(fd int, st *unix.Stat_t, e *zones.Entry) rootJudgement {
+	if e == nil {
+		e = f.zones.ByInode(st.Dev, st.Ino)
+	}
+	j := rootJudgement{entry: e}
+	m, err := zones.ReadMarker(fd)
+	j.marker = m
+	switch {
+	case err != nil && errors.Is(err, unix.ENOTSUP) && j.entry == nil:
+		// No attributes on this file system: no marker to go by.
+	case err != nil && (j.entry != nil || errors.Is(err, crypto.ErrFormat)):
+		j.why = err.Error()
+		if j.marker == nil && j.entry == nil {
+			j.marker = &zones.Zone{}
+		}
+	case err != nil:
+		// A read error on a directory the registry does not know: no marker to go by.
+	case j.entry != nil && m == nil:
+		j.why = fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone)
+	case j.entry != nil && m.ID != j.entry.Zone.ID:
+		j.why = fmt.Sprintf("its zone marker names zone %s", m.IDString())
+	case j.entry == nil && m != nil:
+		j.why = fmt.Sprintf("the directory carries the marker of zone %s, which the keystore does not know here", m.IDString())
+	}
+	return j
 }
 
 // adopt returns the registered zone m names if the keystore does not know its root's
@@ -61,20 +90,6 @@ func (f *FS) adopt(m *zones.Zone, st *unix.Stat_t, rel string) *zones.Entry {
 		f.hooks.ZoneFound(e.Zone, rel)
 	}
 	return e
-}
-
-func zoneID(m *zones.Zone) (id [16]byte) {
-	if m != nil {
-		id = m.ID
-	}
-	return id
-}
-
-func zoneKey(m *zones.Zone) string {
-	if m != nil {
-		return m.Key
-	}
-	return ""
 }
 
 // damaged returns a copy of z marked damaged for why, and logs it.
@@ -215,13 +230,14 @@ func (f *FS) walkUp(fd int, visit func(fd int, st *unix.Stat_t) (stop bool, err 
 // notZone refuses a directory that is a zone root: self is the candidate itself, else
 // an ancestor.
 func (f *FS) notZone(fd int, st *unix.Stat_t, rel string, self bool) error {
-	z := (*zones.Zone)(nil)
-	if e := f.zones.ByInode(st.Dev, st.Ino); e != nil {
-		z = e.Zone
-	} else if m, _ := zones.ReadMarker(fd); m != nil {
-		z = m
-	}
-	if z == nil {
+	j := f.judgeRoot(fd, st, nil)
+	var z *zones.Zone
+	switch {
+	case j.entry != nil:
+		z = j.entry.Zone
+	case j.marker != nil:
+		z = j.marker
+	default:
 		return nil
 	}
 	if self {
@@ -289,16 +305,7 @@ func (f *FS) ZoneHealth(e zones.Entry) string {
 	if e.Ino != 0 && (st.Dev != e.Dev || st.Ino != e.Ino) {
 		return fmt.Sprintf("/%s is not the zone's root directory (inode %d, the keystore has %d)", e.Path, st.Ino, e.Ino)
 	}
-	m, err := zones.ReadMarker(fd)
-	switch {
-	case err != nil:
-		return err.Error()
-	case m == nil:
-		return fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone)
-	case m.ID != e.Zone.ID:
-		return fmt.Sprintf("its zone marker names zone %s", m.IDString())
-	}
-	return ""
+	return f.judgeRoot(fd, &st, &e).why
 }
 
 // Locate opens the root of zone rel as found at mount: it returns its identity and
@@ -355,7 +362,8 @@ func (f *FS) Describe(rel string) (*Described, error) {
 			return true, unix.ENOENT
 		}
 		if d.Zone == nil && d.Damaged == "" {
-			d.Zone, d.Damaged = f.rootOf(dfd, st)
+			j := f.judgeRoot(dfd, st, nil)
+			d.Zone, d.Damaged = j.entry, j.why
 		}
 		return false, nil
 	})
@@ -366,25 +374,4 @@ func (f *FS) Describe(rel string) (*Described, error) {
 		d.EDEK, err = zones.ReadEDEK(fd)
 	}
 	return d, err
-}
-
-// rootOf reports the zone the directory open as fd (attributes st) is the root of, by
-// the rules of dirZone, without logging: the registered zone, and why it is damaged
-// ("" if it is not); or nil and a reason for a marker the registry does not know.
-func (f *FS) rootOf(fd int, st *unix.Stat_t) (*zones.Entry, string) {
-	e := f.zones.ByInode(st.Dev, st.Ino)
-	m, err := zones.ReadMarker(fd)
-	switch {
-	case e != nil && err != nil && !errors.Is(err, unix.ENOTSUP):
-		return e, err.Error()
-	case e != nil && m == nil:
-		return e, fmt.Sprintf("its zone marker (%s) is missing", zones.XattrZone)
-	case e != nil && m.ID != e.Zone.ID:
-		return e, fmt.Sprintf("its zone marker names zone %s", m.IDString())
-	case e != nil:
-		return e, ""
-	case m != nil:
-		return nil, fmt.Sprintf("a directory above it carries the marker of zone %s, which the keystore does not know there", m.IDString())
-	}
-	return nil, ""
 }
