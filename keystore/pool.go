@@ -106,6 +106,12 @@ func (p *pool) get(ctx context.Context, mk *MainKey, now bool) (*instance, error
 	s.err = nil
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.attachLocked(s, prov), nil
+}
+
+// attachLocked makes prov the instance of slot s, one provider instance shared by
+// the versions that open to it; p.mu is held.
+func (p *pool) attachLocked(s *slot, prov Provider) *instance {
 	inst := p.insts[prov]
 	if inst == nil {
 		inst = &instance{p: prov}
@@ -113,7 +119,7 @@ func (p *pool) get(ctx context.Context, mk *MainKey, now bool) (*instance, error
 	}
 	inst.refs++
 	s.inst = inst
-	return inst, nil
+	return inst
 }
 
 // call runs fn with mk's provider, which stays open until fn returns, and notes how
@@ -224,11 +230,5 @@ func (p *pool) adopt(ref MainRef, prov Provider) {
 	s := p.slot(ref)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	inst := p.insts[prov]
-	if inst == nil {
-		inst = &instance{p: prov}
-		p.insts[prov] = inst
-	}
-	inst.refs++
-	s.inst = inst
+	p.attachLocked(s, prov)
 }
