@@ -155,11 +155,11 @@ func (e *EDEK) Open(zoneKey []byte, zone ZoneID, keyName string) ([]byte, error)
 		if err != nil {
 			return nil, err
 		}
-		dek := make([]byte, DEKSize)
+		dek := make([]byte, DEKSize+kwScratch)
 		if err := unwrapInto(b, e.wrapped[:], dek); err != nil {
 			return nil, fmt.Errorf("open data key under %s@%d: %w", keyName, e.KeyVersion, ErrAuth)
 		}
-		return dek, nil
+		return dek[:DEKSize:DEKSize], nil
 	}
 	return nil, fmt.Errorf("open data key: EDEK format %d: %w", e.Format, ErrFormat)
 }
@@ -269,7 +269,7 @@ func parseEDEKv2(b []byte) (*EDEK, error) {
 	switch {
 	case n <= 0 || n > 3 || v > MaxEDEKv2Version:
 		return badEDEK("v2: bad key version")
-	case n != len(binary.AppendUvarint(nil, v)):
+	case n > 1 && b[n] == 0: // a longer form ends in a zero byte
 		return badEDEK("v2: key version not in its shortest form")
 	}
 	rest := b[1+n:]

@@ -3,7 +3,6 @@ package crypto
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 )
@@ -55,37 +54,44 @@ func UnwrapKey(kek, c []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, len(c)-8)
+	out := make([]byte, len(c)-8+kwScratch)
 	if err := unwrapInto(b, c, out); err != nil {
 		return nil, err
 	}
-	return out, nil
+	return out[: len(c)-8 : len(c)-8], nil
 }
 
-// unwrapInto unwraps c (at least 24 bytes, a multiple of 8) under b into out
-// (len(c)-8 bytes), and zeroes out when the integrity check fails.
+// kwScratch is the room unwrapInto needs after the key data for its working block:
+// one on the stack would escape to the heap through the cipher.Block interface, an
+// allocation per record.
+const kwScratch = 16
+
+// unwrapInto unwraps c (at least 24 bytes, a multiple of 8) under b into out, which
+// holds len(c)-8 bytes of key data followed by kwScratch bytes of scratch (zeroed on
+// return). It zeroes the key data when the integrity check fails.
 func unwrapInto(b cipher.Block, c, out []byte) error {
 	n := len(c)/8 - 1
-	out = out[:8*n]
-	copy(out, c[8:])
-	var buf [16]byte
+	r, buf := out[:8*n], out[8*n:8*n+kwScratch]
+	copy(r, c[8:])
 	a := binary.BigEndian.Uint64(c[:8])
 	for j := 5; j >= 0; j-- {
 		for i := n; i >= 1; i-- {
-			r := out[8*(i-1) : 8*i : 8*i]
-			binary.BigEndian.PutUint64(buf[:8], a^uint64(n*j+i))
-			copy(buf[8:], r)
-			b.Decrypt(buf[:], buf[:])
-			a = binary.BigEndian.Uint64(buf[:8])
-			copy(r, buf[8:])
+			ri := r[8*(i-1) : 8*i]
+			binary.BigEndian.PutUint64(buf, a^uint64(n*j+i))
+			copy(buf[8:], ri)
+			b.Decrypt(buf, buf)
+			a = binary.BigEndian.Uint64(buf)
+			copy(ri, buf[8:])
 		}
 	}
-	binary.BigEndian.PutUint64(buf[:8], a)
-	ok := subtle.ConstantTimeCompare(buf[:8], kwIV[:]) == 1
-	clear(buf[:])
-	if !ok {
-		Zero(out)
+	clear(buf)
+	// One comparison of a machine word: its time does not depend on which bytes differ.
+	if a != kwIVWord {
+		Zero(r)
 		return fmt.Errorf("key unwrap: integrity check failed: %w", ErrAuth)
 	}
 	return nil
 }
+
+// kwIVWord is kwIV as the big-endian word the unwrap loop computes.
+const kwIVWord = 0xA6A6A6A6A6A6A6A6
