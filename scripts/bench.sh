@@ -5,8 +5,11 @@
 #   dpass  the same through the daemon (-o nopassthrough): the go-fuse data path, the
 #          ceiling for zone files, whose bytes must pass through the daemon
 #   zone   an ezfs zone
-#   gcfs   gocryptfs on the same disk
-# then medians, ratios, and BENCHMARKS.md. Public tools only: dd, fio, tar, ls, rm, xargs.
+#   gcfs   gocryptfs on the same disk: Debian's (installed if missing)
+#   gcfs2  a second gocryptfs, GOCRYPTFS_BIN (default: the current one the machine has at
+#          ../shared/tools/gocryptfs-2.6.1), when it exists and is another binary
+# then medians, ratios, and BENCHMARKS.md. Public tools only: dd, fio, tar, ls, cat, rm,
+# xargs.
 # Each round visits the targets in a rotated order, and every timed step starts after a
 # sync and a pause (BENCH_SETTLE seconds), so that one target's writeback and discards
 # are not billed to the next. Creates start with a cold cache too: right after the
@@ -24,6 +27,7 @@ GIB=${BENCH_GIB:-1}
 FIO_SECONDS=${BENCH_FIO_SECONDS:-10}
 SETTLE=${BENCH_SETTLE:-3}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
+GOCRYPTFS2=${GOCRYPTFS_BIN:-$(dirname "$0")/../../shared/tools/gocryptfs-2.6.1}
 
 need=()
 command -v gocryptfs >/dev/null || need+=(gocryptfs)
@@ -39,11 +43,13 @@ cleanup() {
   for m in ezmnt dpmnt; do
     "$EZFS" umount "$work/$m" 2>/dev/null || umount -l "$work/$m" 2>/dev/null || true
   done
-  fusermount3 -u "$work/gcmnt" 2>/dev/null || umount -l "$work/gcmnt" 2>/dev/null || true
+  for m in gcmnt gc2mnt; do
+    fusermount3 -u "$work/$m" 2>/dev/null || umount -l "$work/$m" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work"/{plain,ezback,ezmnt,dpback,dpmnt,gcback,gcmnt}
+mkdir -p "$work"/{plain,ezback,ezmnt,dpback,dpmnt,gcback,gcmnt,gc2back,gc2mnt}
 
 "$EZFS" init "$work/ezback" >/dev/null
 "$EZFS" mount "$work/ezback" "$work/ezmnt" >/dev/null
@@ -55,18 +61,27 @@ mkdir "$work/ezmnt/zone" "$work/ezmnt/pass"
 echo gocryptfs-bench > "$work/gcpass"
 gocryptfs -q -init -passfile "$work/gcpass" "$work/gcback"
 gocryptfs -q -nosyslog -passfile "$work/gcpass" "$work/gcback" "$work/gcmnt"
-ezpid=$("$EZFS" status --json --mount "$work/ezmnt" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p' | head -1)
-
+results=$work/results
+: > "$results"
+record() { echo "$1 $2 $3" >> "$results"; } # workload target value
+gcversion() { "$1" -version | head -1 | cut -d';' -f1; }
+record label gcfs "$(gcversion gocryptfs)"
 declare -A DIR=([plain]="$work/plain" [pass]="$work/ezmnt/pass" [dpass]="$work/dpmnt" [zone]="$work/ezmnt/zone" [gcfs]="$work/gcmnt")
 ALL=(plain pass dpass zone gcfs)
+if [ -x "$GOCRYPTFS2" ] && [ "$(realpath "$GOCRYPTFS2")" != "$(realpath "$(command -v gocryptfs)")" ]; then
+  "$GOCRYPTFS2" -q -init -passfile "$work/gcpass" "$work/gc2back"
+  "$GOCRYPTFS2" -q -nosyslog -passfile "$work/gcpass" "$work/gc2back" "$work/gc2mnt"
+  record label gcfs2 "$(gcversion "$GOCRYPTFS2")"
+  DIR[gcfs2]="$work/gc2mnt"
+  ALL+=(gcfs2)
+fi
+ezpid=$("$EZFS" status --json --mount "$work/ezmnt" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p' | head -1)
+
 # rotated N: the targets, starting with the Nth (mod their count).
 rotated() { local k=$(($1 % ${#ALL[@]})); echo "${ALL[@]:k}" "${ALL[@]:0:k}"; }
 tar -C /usr/local/go -cf "$work/tree.tar" src
 files=$(tar -tf "$work/tree.tar" | grep -vc '/$')
 
-results=$work/results
-: > "$results"
-record() { echo "$1 $2 $3" >> "$results"; } # workload target value
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 settle() { sync; sleep "$SETTLE"; }
@@ -98,6 +113,7 @@ for round in $(seq 1 "$ROUNDS"); do
     d=${DIR[$t]}
     drop; s=$(now); tar -C "$d" -xf "$work/tree.tar"; sync; record untar "$t" "$(elapsed "$s")"
     drop; s=$(now); ls -lR "$d/src" > /dev/null; record ls "$t" "$(elapsed "$s")"
+    drop; s=$(now); (cd "$d" && find src -type f -print0 | xargs -0 cat > /dev/null); record cat "$t" "$(elapsed "$s")"
     settle; s=$(now); rm -rf "$d/src"; sync; record rm "$t" "$(elapsed "$s")"
     mkdir "$d/many"
     drop; s=$(now); (cd "$d/many" && seq -f "f%05g" 1 10000 | xargs touch); sync; record create "$t" "$(elapsed "$s")"
@@ -128,7 +144,8 @@ done
   echo
   echo "Workloads: streaming write of ${GIB} GiB (\`dd bs=1M conv=fsync\`); streaming read of it"
   echo "with a cold page cache, $READS times per round once all targets are written; untar of"
-  echo "the Go source tree ($files files); \`ls -lR\` of it (cold); \`rm -rf\` of it;"
+  echo "the Go source tree ($files files); \`ls -lR\` of it (cold); \`cat\` of every file of it"
+  echo "(cold, \`find | xargs cat\`); \`rm -rf\` of it;"
   echo "creating 10,000 empty files (\`xargs touch\`, cold cache); fio 4 KiB random read and"
   echo "random write (psync, ${FIO_SECONDS} s, 256 MiB file). Every timed step starts after a sync"
   echo "and a ${SETTLE} s pause; each round visits the targets in a rotated order."
@@ -136,13 +153,18 @@ done
   echo "Columns: the plain backing disk; a folder outside zones of an ezfs mount as mounted by"
   echo "default, whose file data the kernel's FUSE passthrough serves without the daemon"
   echo "(kernel); the same with \`-o nopassthrough\`, every byte through the daemon, the go-fuse"
-  echo "data path a zone file takes too (daemon); an ezfs zone; gocryptfs."
+  echo "data path a zone file takes too (daemon); an ezfs zone; each gocryptfs the run had"
+  echo "(Debian's, and GOCRYPTFS_BIN: by default the current release the machine has), with"
+  echo "their default options."
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB,"
   echo "kernel $(uname -r), backing file system $(stat -f -c %T "$work")."
   echo "Versions: ezfs $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown),"
-  echo "$(gocryptfs -version | head -1), $(fio --version), $(go version | cut -d' ' -f3)."
+  echo "$(gocryptfs -version | head -1),"
+  [ -n "${DIR[gcfs2]:-}" ] && echo "$("$GOCRYPTFS2" -version | head -1),"
+  echo "$(fio --version), $(go version | cut -d' ' -f3)."
   echo
-  echo "Reproduce: \`make bench\` (as root; installs gocryptfs and fio if missing)."
+  echo "Reproduce: \`make bench\` (as root; installs gocryptfs and fio if missing;"
+  echo "\`GOCRYPTFS_BIN=path make bench\` for another second gocryptfs)."
 } > "$OUT"
 cat "$OUT"
