@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,20 +163,27 @@ func fileSize(t *testing.T, p string) int64 {
 
 // TestTornTail: a backing file cut in the middle of a write opens at its intact size,
 // reads as the intact part, logs its name, and takes an append after cutting the torn
-// bytes.
+// bytes; in a file whose torn block is its first (which the read of its header brings
+// along) as in one with whole blocks before it.
 func TestTornTail(t *testing.T) {
-	const size = 3*bs + 1000 // three whole blocks and a partial one
-	whole := crypto.BackingSize(3 * bs)
-	data := bytes.Repeat([]byte("0123456789"), size/10+1)[:size]
+	for _, blocks := range []int64{0, 3} {
+		t.Run(fmt.Sprintf("%d whole blocks", blocks), func(t *testing.T) { testTornTail(t, blocks) })
+	}
+}
+
+func testTornTail(t *testing.T, blocks int64) {
+	size := blocks*bs + 1000 // whole blocks and a partial one
+	whole := max(crypto.BackingSize(blocks*bs), crypto.HeaderSize) // with no block: the header
+	data := bytes.Repeat([]byte("0123456789"), int(size)/10+1)[:size]
 	cases := []struct {
 		name   string
 		tear   func(t *testing.T, n *node, fd int) // from a file of size bytes
 		intact int64
 	}{
-		{"1 byte past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+1) }, 3 * bs},
-		{"28 bytes past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+28) }, 3 * bs},
+		{"1 byte past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+1) }, blocks * bs},
+		{"28 bytes past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+28) }, blocks * bs},
 		{"a full block cut to 3,000 bytes", func(t *testing.T, n *node, fd int) {
-			extend(t, n, fd, 4*bs)
+			extend(t, n, fd, (blocks+1)*bs)
 			cut(t, fd, whole+3000)
 		}, -1},
 		{"an append torn after the new tail", func(t *testing.T, n *node, fd int) {
@@ -187,14 +195,14 @@ func TestTornTail(t *testing.T) {
 		}, size},
 		{"a shrink torn before the cut", func(t *testing.T, n *node, fd int) {
 			// A shorter block sealed over the start of the old one, the old end still there.
-			sealed, err := n.cc.SealBlock(nil, data[3*bs:3*bs+100], 3)
+			sealed, err := n.cc.SealBlock(nil, data[blocks*bs:blocks*bs+100], blocks)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := pwriteFull(fd, sealed, crypto.BlockOffset(3)); err != nil {
+			if err := pwriteFull(fd, sealed, crypto.BlockOffset(blocks)); err != nil {
 				t.Fatal(err)
 			}
-		}, 3*bs + 100},
+		}, blocks*bs + 100},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -204,7 +212,7 @@ func TestTornTail(t *testing.T) {
 			}
 			c.tear(t, n, fd)
 			if c.intact < 0 {
-				checkUnauthenticatedTail(t, n, fd, data[:3*bs])
+				checkUnauthenticatedTail(t, n, fd, data[:blocks*bs])
 				return
 			}
 			want := append([]byte(nil), data[:min(c.intact, size)]...)
@@ -254,7 +262,11 @@ func reopen(t *testing.T, n *node, fd int) {
 		t.Fatal(err)
 	}
 	n.size, n.sizeKnown, n.torn = 0, false, false
-	if err := n.learnSizeLocked(fd, st.Size); err != nil {
+	head, err := readHead(fd, st.Size, n.cc.FileID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.learnSizeLocked(fd, st.Size, head); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -268,8 +280,8 @@ func checkUnauthenticatedTail(t *testing.T, n *node, fd int, intact []byte) {
 	if log := n.fsys.log.Writer().(*bytes.Buffer).String(); !strings.Contains(log, n.path()) {
 		t.Errorf("log does not name %s: %q", n.path(), log)
 	}
-	got := make([]byte, len(intact))
-	if k, err := n.readLocked(fd, got, 0); err != nil || !bytes.Equal(got[:k], intact) {
+	got := make([]byte, len(intact)+1)
+	if k, err := n.readLocked(fd, got[:len(intact)], 0); err != nil || !bytes.Equal(got[:k], intact) {
 		t.Fatalf("read of the intact blocks: %d bytes, %v", k, err)
 	}
 	if _, err := n.readLocked(fd, got[:1], int64(len(intact))); !errors.Is(err, crypto.ErrAuth) {

@@ -537,17 +537,14 @@ func (n *node) fixSize(out *fuse.Attr, backing int64) {
 // learnSizeLocked sets n.size from the backing size of the file open as fd, once n.cc
 // is set. The last block is opened to make sure it is whole: a crash may have cut the
 // file in the middle of a write (see intactSizeLocked).
-func (n *node) learnSizeLocked(fd int, backing int64) error {
-	size, err := n.intactSizeLocked(fd, crypto.IntactPlainSize(backing))
+func (n *node) learnSizeLocked(fd int, backing int64, head []byte) error {
+	size, err := n.intactSizeLocked(fd, crypto.IntactPlainSize(backing), head)
 	if err != nil {
 		return err
 	}
 	n.size, n.sizeKnown = size, true
 	n.torn = crypto.BackingSize(size) != backing
-	n.holeFrom = math.MaxInt64
-	if hole, err := unix.Seek(fd, 0, unix.SEEK_HOLE); err == nil && hole < backing {
-		n.holeFrom = hole
-	}
+	n.holeFrom = 0 // looked for at the first write that needs it: most opens only read
 	if n.torn {
 		n.fsys.log.Printf("%s: torn tail: backing size %d holds %d intact plaintext bytes (%d backing bytes); the rest is not served and is cut at the next change",
 			n.path(), backing, size, crypto.BackingSize(size))
@@ -562,15 +559,18 @@ func (n *node) learnSizeLocked(fd int, backing int64) error {
 // The old block is found by trying the shorter lengths (at most 4,095 block opens, on
 // this rare path only); a block that authenticates at no length is kept, and reads of
 // it fail. Only the key holder can have sealed a block found so, for this file and
-// block number.
-func (n *node) intactSizeLocked(fd int, size int64) (int64, error) {
+// block number. head is the start of the backing file if the caller has it read: a
+// last block within it is not read again.
+func (n *node) intactSizeLocked(fd int, size int64, head []byte) (int64, error) {
 	if size == 0 {
 		return 0, nil
 	}
 	last := (size - 1) / bs
-	l := sealedLen(last, size)
+	l, off := sealedLen(last, size), crypto.BlockOffset(last)
 	var sealed [crypto.CipherBlockLen]byte
-	if err := preadFull(fd, sealed[:l], crypto.BlockOffset(last)); err != nil {
+	if int64(len(head)) >= off+l {
+		copy(sealed[:], head[off:off+l])
+	} else if err := preadFull(fd, sealed[:l], off); err != nil {
 		return 0, err
 	}
 	var plain [bs]byte

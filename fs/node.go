@@ -35,8 +35,8 @@ type node struct {
 	cc *crypto.ContentCipher
 	// keyVersion is the zone key version of the file's EDEK, for messages; set with cc.
 	keyVersion uint32
-	// holeFrom is a backing offset below which the file has no holes: found at load
-	// with SEEK_HOLE, lowered by an extension or a punch that makes holes, raised as
+	// holeFrom is a backing offset below which the file has no holes: 0 at load (not
+	// known yet), raised by the SEEK_HOLE of the first write that needs it, lowered by an extension or a punch that makes holes, raised as
 	// reserve finds the holes filled; math.MaxInt64 for none. Guarded by mu.
 	holeFrom  int64
 	size      int64

@@ -95,6 +95,7 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return err
 	}
+	var head []byte
 	if n.cc == nil {
 		rec, err := zones.ReadEDEK(fd)
 		if err != nil {
@@ -109,18 +110,31 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 		if err != nil {
 			return err
 		}
-		if st.Size > 0 {
-			h := make([]byte, crypto.HeaderSize)
-			if _, err := syscall.Pread(fd, h, 0); err != nil {
-				return err
-			}
-			if err := crypto.CheckHeader(h, e.FileID); err != nil {
-				return err
-			}
+		if head, err = readHead(fd, st.Size, e.FileID); err != nil {
+			return err
 		}
 		n.cc, n.keyVersion = cc, e.KeyVersion
 	}
-	return n.learnSizeLocked(fd, st.Size)
+	return n.learnSizeLocked(fd, st.Size, head)
+}
+
+// readHead reads the start of a zone file of size backing bytes and checks its header
+// against the file ID of its EDEK: the header and, for a file of one block, the last
+// block, which loading needs too, in one read.
+func readHead(fd int, size int64, id crypto.FileID) ([]byte, error) {
+	if size == 0 {
+		return nil, nil
+	}
+	head := make([]byte, min(size, crypto.HeaderSize+crypto.CipherBlockLen))
+	k, err := syscall.Pread(fd, head, 0)
+	if err != nil {
+		return nil, err
+	}
+	head = head[:k]
+	if len(head) < crypto.HeaderSize {
+		return nil, crypto.CheckHeader(head, id)
+	}
+	return head, crypto.CheckHeader(head[:crypto.HeaderSize], id)
 }
 
 // keyContext is the context a request's key unwrap runs under: the request's, except
