@@ -172,7 +172,7 @@ func TestTornTail(t *testing.T) {
 }
 
 func testTornTail(t *testing.T, blocks int64) {
-	size := blocks*bs + 1000 // whole blocks and a partial one
+	size := blocks*bs + 1000                                       // whole blocks and a partial one
 	whole := max(crypto.BackingSize(blocks*bs), crypto.HeaderSize) // with no block: the header
 	data := bytes.Repeat([]byte("0123456789"), int(size)/10+1)[:size]
 	cases := []struct {
