@@ -32,6 +32,23 @@ func (s *Store) Backup(path string, force bool) (int64, error) {
 	return n, nil
 }
 
+// BackupDir backs up the keystore in dir, opening it itself (nothing mounted: a
+// mounted keystore is locked, ErrLocked, and backed up by its daemon), and audits it.
+func BackupDir(dir, path string, force bool) (int64, error) {
+	s, err := Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	n, err := s.Backup(path, force)
+	a, aerr := OpenAudit(dir)
+	if aerr != nil {
+		return n, errors.Join(err, aerr)
+	}
+	a.Action("keystore.backup", map[string]any{"path": path, "bytes": n, "force": force, "offline": true}, err)
+	return n, errors.Join(err, a.Close())
+}
+
 // writeAtomic makes path (mode 0600) with fill's contents, or nothing: fill writes a
 // temporary file in path's folder, which is fsynced and then linked in place (refused
 // when path exists) or, with force, renamed over it; the folder is fsynced last.
