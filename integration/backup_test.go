@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ezfs/ezfs/control"
 )
 
 // TestKeystoreBackup: a backup made through the daemon while a writer creates files
@@ -63,7 +65,7 @@ func TestKeystoreBackup(t *testing.T) {
 	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("backup file: %v %v", st, err)
 	}
-	e.fails("exists", "keystore", "backup", "--mount", e.mnt, file)
+	failsCode(t, nil, control.CodeBusy, "exists", "keystore", "backup", "--mount", e.mnt, file)
 	other := filepath.Join(t.TempDir(), "old.backup")
 	if err := os.WriteFile(other, []byte("an older backup"), 0o644); err != nil {
 		t.Fatal(err)
@@ -72,8 +74,8 @@ func TestKeystoreBackup(t *testing.T) {
 	if st, err := os.Stat(other); err != nil || st.Mode().Perm() != 0o600 || st.Size() < 4096 {
 		t.Errorf("backup --force over a file: %v %v", st, err)
 	}
-	e.fails("inside the mount", "keystore", "backup", "--mount", e.mnt, filepath.Join(e.mnt, "ks.backup"))
-	e.fails("in use", "keystore", "backup", "--keystore", e.ksDir(), filepath.Join(t.TempDir(), "offline"))
+	failsCode(t, nil, control.CodeUsage, "inside the mount", "keystore", "backup", "--mount", e.mnt, filepath.Join(e.mnt, "ks.backup"))
+	failsCode(t, nil, control.CodeBusy, "in use", "keystore", "backup", "--keystore", e.ksDir(), filepath.Join(t.TempDir(), "offline"))
 	if !bytes.Contains([]byte(readFile(t, filepath.Join(e.ksDir(), "audit.log"))), []byte(`"op":"keystore.backup","path":"`+file)) {
 		t.Errorf("the backup through the daemon is not audited")
 	}
@@ -91,8 +93,9 @@ func TestKeystoreBackup(t *testing.T) {
 	if err := os.RemoveAll(e.ksDir()); err != nil {
 		t.Fatal(err)
 	}
+	failsCode(t, nil, control.CodeUsage, "is not a keystore backup", "init", e.backing, "--from-backup", filepath.Join(zone, "before000"))
 	e.run("init", e.backing, "--from-backup", file)
-	e.fails("already has a keystore", "init", e.backing, "--from-backup", file)
+	failsCode(t, nil, control.CodeBusy, "already has a keystore", "init", e.backing, "--from-backup", file)
 	offline := filepath.Join(t.TempDir(), "offline.backup")
 	e.run("keystore", "backup", "--keystore", e.ksDir(), offline)
 	e.mount()

@@ -44,9 +44,9 @@ func TestRotationPolicy(t *testing.T) {
 	sums := fill(t, zone, 50)
 	const period = 3 * time.Second
 
-	e.fails("below the minimum of 1s", "key", "policy", "--mount", e.mnt, "k", "--rotate-every", "500ms")
-	e.fails("needs --rotate-every", "key", "policy", "--mount", e.mnt, "k")
-	e.fails("does not exist", "key", "policy", "--mount", e.mnt, "nope", "--rotate-every", "3s")
+	failsCode(t, nil, control.CodeUsage, "below the minimum of 1s", "key", "policy", "--mount", e.mnt, "k", "--rotate-every", "500ms")
+	failsCode(t, nil, control.CodeUsage, "needs --rotate-every", "key", "policy", "--mount", e.mnt, "k")
+	failsCode(t, nil, control.CodeNotFound, "does not exist", "key", "policy", "--mount", e.mnt, "nope", "--rotate-every", "3s")
 	if k := e.describeKey("k"); k.Policy != nil || k.NextRotation != nil {
 		t.Fatalf("a new key has a policy: %+v", k.Policy)
 	}
@@ -71,7 +71,7 @@ func TestRotationPolicy(t *testing.T) {
 	}
 
 	// 3.5 periods after v1: rolls at 3, 6 and 9 s, each a period after the one before.
-	time.Sleep(time.Until(v1.Add(period*7/2)))
+	time.Sleep(time.Until(v1.Add(period * 7 / 2)))
 	k = e.describeKey("k")
 	if len(k.Versions) != 4 {
 		t.Fatalf("%d versions 3.5 periods after v1, want 4 (one roll per period)", len(k.Versions))

@@ -2,8 +2,6 @@ package keystore
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -85,29 +83,5 @@ func TestSetPolicy(t *testing.T) {
 	}
 	if zk, _ = s.ZoneKey("k"); zk.Policy != nil {
 		t.Errorf("cleared policy: %+v", zk.Policy)
-	}
-}
-
-// TestGoldenNoPolicy: the zone key of a keystore from before policies has none.
-func TestGoldenNoPolicy(t *testing.T) {
-	dir := t.TempDir()
-	raw, err := os.ReadFile("testdata/golden-v0/keystore.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, FileName), raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	zk, err := s.ZoneKey("k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := zk.NextDue(); ok || zk.Policy != nil {
-		t.Errorf("golden key has a policy: %+v", zk.Policy)
 	}
 }
