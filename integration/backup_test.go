@@ -93,7 +93,7 @@ func TestKeystoreBackup(t *testing.T) {
 	if err := os.RemoveAll(e.ksDir()); err != nil {
 		t.Fatal(err)
 	}
-	failsCode(t, nil, control.CodeUsage, "is not a keystore backup", "init", e.backing, "--from-backup", filepath.Join(zone, "before000"))
+	failsCode(t, nil, control.CodeUsage, "is not a keystore backup", "init", e.backing, "--from-backup", e.backingOf(filepath.Join(zone, "before000")))
 	e.run("init", e.backing, "--from-backup", file)
 	failsCode(t, nil, control.CodeBusy, "already has a keystore", "init", e.backing, "--from-backup", file)
 	offline := filepath.Join(t.TempDir(), "offline.backup")
