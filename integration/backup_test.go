@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // before the backup, and every file written during it (their key version is in the
 // backup), reads back byte-identical. Files written after the backup under a key
 // version made after it (a roll) cannot be read, and answer an error, never other
-// bytes: the test checks that too. A backup is mode 0600, never replaces a file
+// bytes (ENOKEY): the test checks that too. A backup is mode 0600, never replaces a file
 // without --force, is refused inside the mount; the offline one refuses a mounted
 // keystore; a restore refuses to replace a keystore.
 func TestKeystoreBackup(t *testing.T) {
@@ -108,6 +109,8 @@ func TestKeystoreBackup(t *testing.T) {
 		switch {
 		case after[name] && err == nil:
 			t.Errorf("%s (written under a version the backup lacks) read as %d bytes", name, len(got))
+		case after[name] && errnoOf(err) != syscall.ENOKEY:
+			t.Errorf("%s (written under a version the backup lacks): %v, want ENOKEY", name, err)
 		case after[name]:
 		case err != nil:
 			t.Errorf("read %s: %v", name, err)
