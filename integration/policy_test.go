@@ -41,16 +41,10 @@ func TestRotationPolicy(t *testing.T) {
 	t.Setenv(minRotationEnv, "1s")
 	e := newEnv(t)
 	zone := e.zone("z", "k")
-	sums := fill(t, zone, 50)
 	const period = 3 * time.Second
-
-	failsCode(t, nil, control.CodeUsage, "below the minimum of 1s", "key", "policy", "--mount", e.mnt, "k", "--rotate-every", "500ms")
-	failsCode(t, nil, control.CodeUsage, "needs --rotate-every", "key", "policy", "--mount", e.mnt, "k")
-	failsCode(t, nil, control.CodeNotFound, "does not exist", "key", "policy", "--mount", e.mnt, "nope", "--rotate-every", "3s")
 	if k := e.describeKey("k"); k.Policy != nil || k.NextRotation != nil {
 		t.Fatalf("a new key has a policy: %+v", k.Policy)
 	}
-
 	e.run("key", "policy", "--mount", e.mnt, "k", "--rotate-every", period.String())
 	k := e.describeKey("k")
 	if k.Policy == nil || k.Policy.RotateEvery != "3s" || k.Policy.Reencrypt || k.NextRotation == nil {
@@ -69,6 +63,10 @@ func TestRotationPolicy(t *testing.T) {
 	if len(keys) != 1 || keys[0].Policy == nil || keys[0].Policy.Seconds != 3 {
 		t.Errorf("key list --json policy: %+v", keys)
 	}
+	failsCode(t, nil, control.CodeUsage, "below the minimum of 1s", "key", "policy", "--mount", e.mnt, "k", "--rotate-every", "500ms")
+	failsCode(t, nil, control.CodeUsage, "needs --rotate-every", "key", "policy", "--mount", e.mnt, "k")
+	failsCode(t, nil, control.CodeNotFound, "does not exist", "key", "policy", "--mount", e.mnt, "nope", "--rotate-every", "3s")
+	sums := fill(t, zone, 50) // while the key rolls
 
 	// 3.5 periods after v1: rolls at 3, 6 and 9 s, each a period after the one before.
 	time.Sleep(time.Until(v1.Add(period * 7 / 2)))
