@@ -56,6 +56,11 @@ type KeyInfo struct {
 	Versions []KeyVersion `json:"versions"`
 	// CountedAt is when the file counts were taken (the newest job counted).
 	CountedAt *time.Time `json:"counted_at,omitempty"`
+	// Policy is the key's rotation schedule (nil: none), NextRotation when the daemon
+	// rolls it next, RotationError why its last automatic roll failed (retried later).
+	Policy        *KeyPolicy `json:"policy,omitempty"`
+	NextRotation  *time.Time `json:"next_rotation,omitempty"`
+	RotationError string     `json:"rotation_error,omitempty"`
 }
 
 // ZoneInfo describes a zone.
@@ -238,4 +243,37 @@ type ProviderStatus struct {
 	MainKey     string    `json:"main_key,omitempty"`
 	MainVersion uint32    `json:"main_key_version,omitempty"`
 	Since       time.Time `json:"since,omitempty"`
+}
+
+// Rotation policies and keystore backups.
+const (
+	OpKeyPolicy      = "key.policy"
+	OpKeystoreBackup = "keystore.backup"
+)
+
+// KeyPolicyArgs set (RotateEvery > 0) or clear (0) a zone key's rotation policy.
+type KeyPolicyArgs struct {
+	Name        string        `json:"name"`
+	RotateEvery time.Duration `json:"rotate_every"`
+	Reencrypt   bool          `json:"reencrypt,omitempty"`
+}
+
+// KeyPolicy is a zone key's rotation schedule.
+type KeyPolicy struct {
+	RotateEvery string    `json:"rotate_every"` // a Go duration: "720h0m0s"
+	Seconds     float64   `json:"rotate_every_seconds"`
+	Reencrypt   bool      `json:"reencrypt"`
+	Set         time.Time `json:"set"`
+}
+
+// BackupArgs ask for a copy of the keystore at Path (absolute, outside the mount).
+type BackupArgs struct {
+	Path  string `json:"path"`
+	Force bool   `json:"force,omitempty"`
+}
+
+// BackupResult describes a keystore backup made.
+type BackupResult struct {
+	Path  string `json:"path"`
+	Bytes int64  `json:"bytes"`
 }

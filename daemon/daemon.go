@@ -63,6 +63,7 @@ type daemon struct {
 	fsys     *fs.FS
 	reenc    *zones.Reencryptor
 	srv      *fuse.Server
+	sched    *scheduler
 	started  time.Time
 
 	// adminMu serialises admin commands that change the zone table or main keys.
@@ -89,7 +90,11 @@ func Run(cfg Config) error {
 	if d.log == nil {
 		d.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
 	}
-	var err error
+	minRot, err := minRotation()
+	if err != nil {
+		return err
+	}
+	d.sched = newScheduler(d, minRot)
 	if d.store, err = keystore.Open(cfg.Keystore); err != nil {
 		return err
 	}
@@ -175,6 +180,8 @@ func Run(cfg Config) error {
 	if err := d.reenc.Resume(d.registry); err != nil {
 		d.log.Printf("resume reencryption jobs: %v", err)
 	}
+	d.sched.start()
+	defer d.sched.close()
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -356,6 +363,18 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 			return nil, keyError(a.Name, err)
 		}
 		return d.keyInfo(zk)
+	case control.OpKeyPolicy:
+		a, err := decode[control.KeyPolicyArgs](raw)
+		if err != nil {
+			return nil, err
+		}
+		return d.keyPolicy(a)
+	case control.OpKeystoreBackup:
+		a, err := decode[control.BackupArgs](raw)
+		if err != nil {
+			return nil, err
+		}
+		return d.backup(a)
 	case control.OpZoneCreate:
 		a, err := decode[control.ZoneCreateArgs](raw)
 		if err != nil {
@@ -412,6 +431,7 @@ func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo
 		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
 	} else {
 		zk, err = d.store.RollZoneKey(a.Name)
+		d.sched.rearm()
 	}
 	if err == nil {
 		fields["version"] = zk.Latest().Version
@@ -452,6 +472,7 @@ func keyError(name string, err error) error {
 
 func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
 	ki := &control.KeyInfo{Name: zk.Name, MainKey: zk.MainKey, Created: zk.Created, Current: zk.Latest().Version, Zones: []string{}}
+	d.policyInfo(zk, ki)
 	for _, e := range d.registry.List() {
 		if e.Zone.Key == zk.Name {
 			ki.Zones = append(ki.Zones, "/"+e.Path)

@@ -144,6 +144,8 @@ type ZoneKey struct {
 	MainKey  string           `json:"main_key"`
 	Created  time.Time        `json:"created"`
 	Versions []ZoneKeyVersion `json:"versions"`
+	// Policy is its rotation schedule (policy.go); nil for none.
+	Policy *Policy `json:"policy,omitempty"`
 }
 
 // Latest returns the newest version.

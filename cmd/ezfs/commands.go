@@ -163,6 +163,9 @@ func cmdInit(c *cli.Context) error {
 	if keystore.Exists(ks) {
 		return daemon.Reword(keystore.ErrExists, "%s already has a keystore (%s)", c.Args().First(), ks)
 	}
+	if c.String("from-backup") != "" {
+		return initFromBackup(c, backing, ks)
+	}
 	sec, err := secretsFor(c, spec.Provider, true)
 	if err != nil {
 		return err
@@ -530,6 +533,7 @@ func cmdKeyDescribe(c *cli.Context) error {
 		return printJSON(k)
 	}
 	fmt.Printf("key %s, created %s, current version @%d, main key %s, zones: %s\n", k.Name, ts(k.Created), k.Current, k.MainKey, strings.Join(k.Zones, ", "))
+	printPolicy(k)
 	w := table()
 	fmt.Fprintln(w, "VERSION\tCREATED\tWRAPPED BY\tSTATE\tFILES\t")
 	for _, v := range k.Versions {

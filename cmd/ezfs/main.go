@@ -160,7 +160,9 @@ func buildApp() *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name: "init", Usage: "create the keystore and main key of a backing directory", ArgsUsage: "BACKING",
-				Flags:  append(append([]cli.Flag{keystoreFlag, passFileFlag, pinFileFlag}, providerFlags...), vaultServerFlags...),
+				Flags: append(append([]cli.Flag{keystoreFlag, passFileFlag, pinFileFlag,
+					&cli.StringFlag{Name: "from-backup", Usage: "restore the keystore from this 'ezfs keystore backup' file instead of making one (no main key is made)"}},
+					providerFlags...), vaultServerFlags...),
 				Action: cmdInit,
 			},
 			{
@@ -187,6 +189,7 @@ func buildApp() *cli.App {
 					{Name: "roll", Usage: "add a new version; new files use it", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyChange("roll")},
 					{Name: "list", Usage: "list zone keys", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyList},
 					{Name: "describe", Usage: "show a key's versions and the main key version wrapping each", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyDescribe},
+					keyPolicyCommand(),
 				},
 			},
 			{
@@ -198,6 +201,7 @@ func buildApp() *cli.App {
 				},
 			},
 			reencryptCommand(),
+			keystoreCommand(),
 			kmsCommand(),
 			docCommand(),
 			{
