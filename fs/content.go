@@ -60,6 +60,10 @@ func preadFull(fd int, b []byte, off int64) error {
 	return nil
 }
 
+// ReadFull reads exactly len(b) bytes of the backing file open as fd, from off; a file
+// that ends before is crypto.ErrFormat. fsck reads zone files with it.
+func ReadFull(fd int, b []byte, off int64) error { return preadFull(fd, b, off) }
+
 func pwriteFull(fd int, b []byte, off int64) error {
 	for done := 0; done < len(b); {
 		k, err := syscall.Pwrite(fd, b[done:], off+int64(done))
