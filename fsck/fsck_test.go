@@ -126,7 +126,9 @@ func TestVersions(t *testing.T) {
 func TestTornTails(t *testing.T) {
 	fx := zonetest.New(t, "k")
 	fx.AddFiles(t, 4, make([]byte, 5000))
-	f := func(i int) string { return filepath.Join(fx.Backing, fx.ZonePath, "d00"+string(rune('0'+i)), "f00000"+string(rune('0'+i))) }
+	f := func(i int) string {
+		return filepath.Join(fx.Backing, fx.ZonePath, "d00"+string(rune('0'+i)), "f00000"+string(rune('0'+i)))
+	}
 	var sizes []int64
 	for i := 0; i < 4; i++ {
 		st, err := os.Stat(f(i))
