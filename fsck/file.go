@@ -3,6 +3,7 @@ package fsck
 import (
 	"errors"
 	"fmt"
+	"path"
 
 	"github.com/ezfs/ezfs/backing"
 	"github.com/ezfs/ezfs/crypto"
@@ -28,7 +29,7 @@ func (f *fileCheck) problem(kind Kind, format string, a ...any) {
 // checkFile checks one regular file of a zone: its EDEK, header and tail, and with
 // Full every block. buf is the worker's block buffer.
 func (c *checker) checkFile(it item, buf *[]byte) fileResult {
-	f := &fileCheck{c: c, it: it, path: joinRel(it.z.entry.Path, it.rel), res: fileResult{z: it.z}}
+	f := &fileCheck{c: c, it: it, path: path.Join(it.z.entry.Path, it.rel), res: fileResult{z: it.z}}
 	if !f.open() {
 		return f.res
 	}
@@ -145,15 +146,4 @@ func (f *fileCheck) header(e *crypto.EDEK) bool {
 		return false
 	}
 	return true
-}
-
-// joinRel joins two relative paths, either of which may be "".
-func joinRel(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "/" + b
 }
