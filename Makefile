@@ -3,7 +3,7 @@ BIN     := bin/ezfs
 # Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
 EZFS_RANDOM_OPS ?=
 
-.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-go bench-reencrypt clean install uninstall
+.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-go bench-reencrypt bench-fsck clean install uninstall
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the mount helper mount(8) runs
 # for type fuse.ezfs (util-linux looks in /sbin only, so SBINDIR is not under PREFIX;
@@ -59,6 +59,11 @@ bench-go:
 # Reencrypt throughput on 100,000 files (EZFS_BENCH_FILES to change), in files/s.
 bench-reencrypt:
 	$(GO) test -run '^$$' -bench BenchmarkReencrypt -benchtime 1x ./zones/
+
+# fsck throughput on 100,000 files (EZFS_BENCH_FILES to change), in files/s, without
+# and with --full.
+bench-fsck:
+	$(GO) test -run '^$$' -bench BenchmarkFsck -benchtime 1x -timeout 30m ./fsck/
 
 demo: deps build
 	@scripts/demo.sh $(BIN)

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -60,6 +59,10 @@ func preadFull(fd int, b []byte, off int64) error {
 	}
 	return nil
 }
+
+// ReadFull reads exactly len(b) bytes of the backing file open as fd, from off; a file
+// that ends before is crypto.ErrFormat. fsck reads zone files with it.
+func ReadFull(fd int, b []byte, off int64) error { return preadFull(fd, b, off) }
 
 func pwriteFull(fd int, b []byte, off int64) error {
 	for done := 0; done < len(b); {
@@ -553,39 +556,21 @@ func (n *node) learnSizeLocked(fd int, backing int64, head []byte) error {
 }
 
 // intactSizeLocked returns the size of the longest start of a file of size bytes that
-// ends in a block that authenticates. A write torn by a kill of the daemon leaves its
-// last block unable to authenticate: either the old block, still whole, followed by
-// part of its new tail (written first, see pwriteTailFirst), or a new block cut short.
-// The old block is found by trying the shorter lengths (at most 4,095 block opens, on
-// this rare path only); a block that authenticates at no length is kept, and reads of
-// it fail. Only the key holder can have sealed a block found so, for this file and
-// block number. head is the start of the backing file if the caller has it read: a
-// last block within it is not read again.
+// ends in a block that authenticates (crypto.IntactSize: the rule for a write torn by a
+// kill of the daemon). A last block that authenticates at no length stays, and reads
+// of it fail. head is the start of the backing file if the caller has it read: a last
+// block within it is not read again.
 func (n *node) intactSizeLocked(fd int, size int64, head []byte) (int64, error) {
-	if size == 0 {
-		return 0, nil
-	}
-	last := (size - 1) / bs
-	l, off := sealedLen(last, size), crypto.BlockOffset(last)
-	var sealed [crypto.CipherBlockLen]byte
-	if int64(len(head)) >= off+l {
-		copy(sealed[:], head[off:off+l])
-	} else if err := preadFull(fd, sealed[:l], off); err != nil {
-		return 0, err
-	}
-	var plain [bs]byte
-	_, err := n.cc.OpenBlock(plain[:0], sealed[:l], last)
-	if !errors.Is(err, crypto.ErrAuth) {
-		return size, err
-	}
-	for k := l - 1; k > crypto.BlockOverhead; k-- {
-		if _, err := n.cc.OpenBlock(plain[:0], sealed[:k], last); err == nil {
-			return last*bs + k - crypto.BlockOverhead, nil
+	read := func(b []byte, off int64) error {
+		if int64(len(head)) >= off+int64(len(b)) {
+			copy(b, head[off:])
+			return nil
 		}
+		return preadFull(fd, b, off)
 	}
-	// Tampered, or a new block cut short by a crash: the two cannot be told apart, and
-	// dropping the block would let anyone who can write the disk cut a file short
-	// unseen. It stays: reading it answers EIO, the blocks before it read as before.
-	n.fsys.log.Printf("%s: its last block (%d) does not authenticate at any length: tampered, or torn by a crash; reads of it answer EIO", n.path(), last)
-	return size, nil
+	intact, whole, err := n.cc.IntactSize(read, size)
+	if err == nil && !whole {
+		n.fsys.log.Printf("%s: its last block (%d) does not authenticate at any length: tampered, or torn by a crash; reads of it answer EIO", n.path(), (size-1)/bs)
+	}
+	return intact, err
 }

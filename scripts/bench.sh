@@ -132,6 +132,13 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# What follows this line in BENCHMARKS.md is kept: the figures of the other benchmarks
+# (make bench-fsck, ...), which this script does not run.
+KEEP_MARK='<!-- bench.sh keeps what follows -->'
+kept=""
+if [ -f "$OUT" ]; then
+  kept=$(awk -v m="$KEEP_MARK" 'found || $0 == m { found = 1; print }' "$OUT")
+fi
 {
   echo "# ezfs benchmarks"
   echo
@@ -166,5 +173,9 @@ done
   echo
   echo "Reproduce: \`make bench\` (as root; installs gocryptfs and fio if missing;"
   echo "\`GOCRYPTFS_BIN=path make bench\` for another second gocryptfs)."
+  if [ -n "$kept" ]; then
+    echo
+    echo "$kept"
+  fi
 } > "$OUT"
 cat "$OUT"

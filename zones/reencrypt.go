@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -371,43 +370,12 @@ func (ru *run) loop() {
 	}
 }
 
-// walkKey orders paths as the walk visits them: depth first, names sorted.
-func walkKey(p string) string { return strings.ReplaceAll(p, "/", "\x00") }
-
 // walk calls emit for every regular file below zone root zrel in walk order, after
 // checkpoint; paths are relative to the zone root.
 func walk(ctx context.Context, b *backing.Root, zrel, rel, checkpoint string, emit func(rel string) bool) error {
-	entries, err := b.ReadDir(joinRel(zrel, rel))
-	if err != nil {
-		if rel != "" && errors.Is(err, os.ErrNotExist) {
-			return nil // removed while we walked
-		}
-		return err
-	}
-	cpKey := walkKey(checkpoint)
-	for _, e := range entries {
-		if ctx.Err() != nil {
-			return nil
-		}
-		p := joinRel(rel, e.Name())
-		if checkpoint != "" && walkKey(p) <= cpKey && !strings.HasPrefix(checkpoint, p+"/") {
-			continue
-		}
-		switch {
-		case e.IsDir():
-			if err := walk(ctx, b, zrel, p, checkpoint, emit); err != nil {
-				return err
-			}
-		case e.Type().IsRegular():
-			if checkpoint != "" && walkKey(p) <= cpKey {
-				continue
-			}
-			if !emit(p) {
-				return nil
-			}
-		}
-	}
-	return nil
+	return walkEntries(ctx, b, zrel, rel, checkpoint, func(p string, typ os.FileMode) bool {
+		return !typ.IsRegular() || emit(p)
+	})
 }
 
 // joinRel joins two relative paths, either of which may be "".

@@ -112,6 +112,38 @@ func secretsFor(c *cli.Context, provider string, confirm bool) (providers.Secret
 	return sec, err
 }
 
+// mainKeySecrets reads the credentials the main key versions mks need to unwrap, as
+// `ezfs mount` and `ezfs fsck` take them: the passphrase and PIN only if a version
+// needs one (readSecret), VAULT_TOKEN, and the environment variables versions name as
+// their credential's source.
+func mainKeySecrets(c *cli.Context, mks []*keystore.MainKey) (providers.Secrets, error) {
+	var sec providers.Secrets
+	var err error
+	needPass, needPIN := providers.Needs(mks)
+	if needPass {
+		if sec.Passphrase, err = passphrase(c, false); err != nil {
+			return sec, err
+		}
+	}
+	if needPIN {
+		if sec.PIN, err = pin(c); err != nil {
+			return sec, err
+		}
+	}
+	if v := os.Getenv("VAULT_TOKEN"); v != "" {
+		sec.VaultToken = []byte(v)
+	}
+	for _, name := range providers.EnvNames(mks) {
+		if v := os.Getenv(name); v != "" {
+			if sec.Env == nil {
+				sec.Env = map[string][]byte{}
+			}
+			sec.Env[name] = []byte(v)
+		}
+	}
+	return sec, nil
+}
+
 // specFlags reads a provider description from the init / kms set flags.
 func specFlags(c *cli.Context) providers.Spec {
 	return providers.Spec{
@@ -226,29 +258,10 @@ func cmdMount(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		needPass, needPIN := providers.Needs(mks)
-		if needPass {
-			if sec.Passphrase, err = passphrase(c, false); err != nil {
-				return err
-			}
-		}
-		if needPIN {
-			if sec.PIN, err = pin(c); err != nil {
-				return err
-			}
-		}
-		if v := os.Getenv("VAULT_TOKEN"); v != "" {
-			sec.VaultToken = []byte(v)
-		}
 		// Main keys whose credential is an environment variable of this command.
 		daemon.AddSecretVars(providers.EnvNames(mks)...)
-		for _, name := range providers.EnvNames(mks) {
-			if v := os.Getenv(name); v != "" {
-				if sec.Env == nil {
-					sec.Env = map[string][]byte{}
-				}
-				sec.Env[name] = []byte(v)
-			}
+		if sec, err = mainKeySecrets(c, mks); err != nil {
+			return err
 		}
 	}
 	if !c.Bool("foreground") {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -74,13 +75,17 @@ func fail(err error) {
 		childReport(err)
 	}
 	code := classify(err)
+	exit := code.ExitCode()
+	if errors.As(err, new(*couldNotCheck)) {
+		exit = fsckCouldNotCheck // fsck's own codes (fsckExitHelp)
+	}
 	if jsonOut {
 		var f failure
-		f.Error.Code, f.Error.ExitCode, f.Error.Message = code, code.ExitCode(), oneLine(err)
+		f.Error.Code, f.Error.ExitCode, f.Error.Message = code, exit, oneLine(err)
 		_ = printJSON(f)
 	}
 	fmt.Fprintln(os.Stderr, "ezfs: "+oneLine(err))
-	os.Exit(code.ExitCode())
+	os.Exit(exit)
 }
 
 // classify is daemon.Classify. (No flag is Required: urfave/cli's error for a missing
@@ -96,7 +101,9 @@ const exitCodesHelp = `EXIT STATUS (the "code" of a failure in --json output, an
    4  permission     wrong passphrase or PIN, a credential refused or missing, not root
    5  unavailable    a key provider (Vault, PKCS#11 token) or the daemon does not answer
    6  busy           in use, already exists, a job already running, not empty, changed meanwhile
-   7  corrupt        data or a record fails authentication or does not parse`
+   7  corrupt        data or a record fails authentication or does not parse
+   fsck has its own: 0 clean, 1 problems found (and not all repaired), 2 could not check
+   (any failure above; the "code" of --json says which)`
 
 // usageErrors makes the flag parsing errors of every command a one-line usage error
 // (urfave/cli prints the help otherwise).
@@ -202,6 +209,7 @@ func buildApp() *cli.App {
 			},
 			reencryptCommand(),
 			keystoreCommand(),
+			fsckCommand(),
 			kmsCommand(),
 			docCommand(),
 			{

@@ -1,0 +1,37 @@
+package crypto
+
+import "errors"
+
+// IntactSize returns the plaintext size of the longest start of a file of size
+// plaintext bytes (IntactPlainSize of its backing size) that ends in a block that
+// authenticates, and whether its last block authenticates at all. read fills b from
+// backing offset off. A write torn by a crash leaves its last block unable to
+// authenticate: either the old block, still whole, followed by part of its new tail
+// (the daemon writes the tail first), or a new block cut short. The old block is found
+// by trying the shorter lengths (at most 4,095 block opens, on this rare path only). A
+// block that authenticates at no length is kept (whole is false): tampered, or a new
+// block cut short by a crash, which cannot be told apart, and dropping it would let
+// anyone who can write the disk cut a file short unseen. Only the key holder can have
+// sealed a block found so, for this file and block number.
+func (c *ContentCipher) IntactSize(read func(b []byte, off int64) error, size int64) (intact int64, whole bool, err error) {
+	if size == 0 {
+		return 0, true, nil
+	}
+	last := (size - 1) / BlockSize
+	l := size - last*BlockSize + BlockOverhead
+	var sealed [CipherBlockLen]byte
+	if err := read(sealed[:l], BlockOffset(last)); err != nil {
+		return 0, false, err
+	}
+	var plain [BlockSize]byte
+	_, err = c.OpenBlock(plain[:0], sealed[:l], last)
+	if !errors.Is(err, ErrAuth) {
+		return size, err == nil, err
+	}
+	for k := l - 1; k > BlockOverhead; k-- {
+		if _, err := c.OpenBlock(plain[:0], sealed[:k], last); err == nil {
+			return last*BlockSize + k - BlockOverhead, true, nil
+		}
+	}
+	return size, false, nil
+}

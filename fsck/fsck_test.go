@@ -1,0 +1,175 @@
+package fsck_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ezfs/ezfs/fsck"
+	"github.com/ezfs/ezfs/keystore"
+	"github.com/ezfs/ezfs/zones/zonetest"
+	"golang.org/x/sys/unix"
+)
+
+// counting counts the unwraps a provider is asked for.
+type counting struct {
+	keystore.Provider
+	n *atomic.Int64
+}
+
+func (c counting) Decrypt(ctx context.Context, mk *keystore.MainKey, ct []byte) ([]byte, error) {
+	c.n.Add(1)
+	return c.Provider.Decrypt(ctx, mk, ct)
+}
+
+// check runs fsck on fx through a provider that counts its unwraps.
+func check(t *testing.T, fx *zonetest.Fixture, o fsck.Options) (*fsck.Report, int64) {
+	t.Helper()
+	fx.Close()
+	var n atomic.Int64
+	o.Backing, o.Keystore = fx.Backing, fx.KeystoreDir
+	o.Opener = func(ctx context.Context, mk *keystore.MainKey) (keystore.Provider, error) {
+		sys, err := keystore.UnlockSystem([]*keystore.MainKey{mk}, []byte(zonetest.Passphrase))
+		return counting{sys, &n}, err
+	}
+	rep, err := fsck.Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep, n.Load()
+}
+
+func kinds(rep *fsck.Report) string {
+	var out []string
+	for _, p := range rep.Problems {
+		out = append(out, string(p.Kind)+" "+p.Path+p.Key)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// Symlinks (to files and directories outside the backing dir), a FIFO and a device
+// node inside a zone are counted as what they are, never opened, followed or repaired.
+func TestHostileEntries(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 3, []byte("contents"))
+	zone := filepath.Join(fx.Backing, fx.ZonePath)
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, []byte("not ezfs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"evil": outside, "evildir": filepath.Dir(outside), "d000/up": "../../.."} {
+		if err := os.Symlink(target, filepath.Join(zone, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mkfifo(filepath.Join(zone, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(zone, "null"), unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := check(t, fx, fsck.Options{Full: true, Repair: true})
+	if len(rep.Problems) != 0 || rep.Files != 3 || rep.Others != 5 {
+		t.Errorf("files %d, others %d, problems %s; want 3, 5, none", rep.Files, rep.Others, kinds(rep))
+	}
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "not ezfs" {
+		t.Errorf("the file outside: %q, %v", b, err)
+	}
+}
+
+// Every zone key version in use is unwrapped once, however many files use it; an
+// older version no file references is unused, the newest one never is.
+func TestVersions(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 50, []byte("v1"))
+	if _, err := fx.Store.RollZoneKey("k"); err != nil {
+		t.Fatal(err)
+	}
+	fx.AddFiles(t, 20, nil) // on k@2, over the same names: k@1 keeps 30
+	rep, unwraps := check(t, fx, fsck.Options{})
+	if unwraps != 2 || rep.Unwraps != 2 || kinds(rep) != "" {
+		t.Fatalf("unwraps %d (report %d), problems %s; want 2, 2, none", unwraps, rep.Unwraps, kinds(rep))
+	}
+	if v := rep.Zones[0].Versions; v["k@1"] != 30 || v["k@2"] != 20 || rep.Zones[0].Empty != 20 {
+		t.Errorf("versions %v, empty %d", v, rep.Zones[0].Empty)
+	}
+
+	fx2 := zonetest.New(t, "k")
+	fx2.AddFiles(t, 5, nil)
+	if _, err := fx2.Store.RollZoneKey("k"); err != nil {
+		t.Fatal(err)
+	}
+	if rep, _ := check(t, fx2, fsck.Options{}); kinds(rep) != "" {
+		t.Errorf("right after a roll: %s, want none (the newest version has no file yet)", kinds(rep))
+	}
+	fx3 := zonetest.New(t, "k")
+	fx3.AddFiles(t, 5, nil)
+	for i := 0; i < 2; i++ {
+		if _, err := fx3.Store.RollZoneKey("k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := fx3.Store.CreateZoneKey("spare", ""); err != nil {
+		t.Fatal(err)
+	}
+	if rep, _ := check(t, fx3, fsck.Options{}); kinds(rep) != "unused-key spare, unused-version k@2" {
+		t.Errorf("two rolls and a spare key: %s", kinds(rep))
+	}
+}
+
+// Torn tails of each shape are found and cut to the last intact block.
+func TestTornTails(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 4, make([]byte, 5000))
+	f := func(i int) string {
+		return filepath.Join(fx.Backing, fx.ZonePath, "d00"+string(rune('0'+i)), "f00000"+string(rune('0'+i)))
+	}
+	var sizes []int64
+	for i := 0; i < 4; i++ {
+		st, err := os.Stat(f(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, st.Size())
+	}
+	// 0: a new tail of the last block written past it; 1: a few bytes past the last
+	// block (too few to be one); 2: the header cut short; 3 stays whole.
+	appendTo(t, f(0), make([]byte, 100))
+	appendTo(t, f(1), make([]byte, 10))
+	if err := os.Truncate(f(1), sizes[1]-932+10); err != nil { // whole block 0, 10 bytes of block 1
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f(2), 7); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := check(t, fx, fsck.Options{Repair: true})
+	want := "torn-tail zone/d000/f000000, torn-tail zone/d001/f000001, torn-tail zone/d002/f000002"
+	if kinds(rep) != want || rep.Repaired != 3 {
+		t.Fatalf("problems %s (%d repaired), want %s", kinds(rep), rep.Repaired, want)
+	}
+	for i, want := range []int64{sizes[0], 22 + 4124, 0, sizes[3]} {
+		if st, err := os.Stat(f(i)); err != nil || st.Size() != want {
+			t.Errorf("file %d after repair: size %d (%v), want %d", i, st.Size(), err, want)
+		}
+	}
+	if rep, _ := check(t, fx, fsck.Options{Full: true}); kinds(rep) != "" {
+		t.Errorf("after repair: %s", kinds(rep))
+	}
+}
+
+func appendTo(t *testing.T, p string, b []byte) {
+	t.Helper()
+	fh, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
