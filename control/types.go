@@ -56,6 +56,7 @@ type KeyInfo struct {
 	Versions []KeyVersion `json:"versions"`
 	// CountedAt is when the file counts were taken (the newest job counted).
 	CountedAt *time.Time `json:"counted_at,omitempty"`
+	KeyLifecycle
 }
 
 // ZoneInfo describes a zone.

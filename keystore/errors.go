@@ -1,6 +1,9 @@
 package keystore
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Error classes a provider or the keyring reports; callers branch on them with
 // errors.Is to pick an errno or a CLI message.
@@ -16,4 +19,9 @@ var (
 	ErrBadInput = errors.New("invalid input")
 	ErrConflict = errors.New("changed meanwhile")
 	ErrInUse    = errors.New("still in use")
+	// ErrKeyState refuses an operation the key's lifecycle state does not allow.
+	ErrKeyState = errors.New("not allowed in the key's state")
+	// ErrKeyDisabled is a data request refused because its zone key is not active:
+	// EACCES in the mount (it is a permission error).
+	ErrKeyDisabled = fmt.Errorf("zone key is not active: %w", ErrPermission)
 )
