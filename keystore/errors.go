@@ -1,9 +1,6 @@
 package keystore
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // Error classes a provider or the keyring reports; callers branch on them with
 // errors.Is to pick an errno or a CLI message.
@@ -22,6 +19,11 @@ var (
 	// ErrKeyState refuses an operation the key's lifecycle state does not allow.
 	ErrKeyState = errors.New("not allowed in the key's state")
 	// ErrKeyDisabled is a data request refused because its zone key is not active:
-	// EACCES in the mount (it is a permission error).
-	ErrKeyDisabled = fmt.Errorf("zone key is not active: %w", ErrPermission)
+	// EACCES in the mount (errors.Is sees ErrPermission in it).
+	ErrKeyDisabled error = keyNotActive{}
 )
+
+type keyNotActive struct{}
+
+func (keyNotActive) Error() string        { return "zone key is not active" }
+func (keyNotActive) Is(target error) bool { return target == ErrPermission }

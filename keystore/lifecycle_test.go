@@ -195,3 +195,29 @@ func TestGoldenKeysAreActive(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStateSurvivesReopen: the state is the keystore's, not only the memory's.
+func TestStateSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := InitSystem(dir, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ChangeKeyState("k", OpDisable, LifecycleOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Usable("k"); !errors.Is(err, ErrKeyDisabled) {
+		t.Errorf("disabled key after a reopen: %v", err)
+	}
+}
