@@ -36,11 +36,12 @@ func TestKeyDisable(t *testing.T) {
 	e.run("key", "disable", "ka", "--mount", e.mnt)
 	disabled := time.Now()
 	refused := map[string]func() error{
-		"read of an open file": func() error { _, err := f.ReadAt(buf, 0); return err },
+		"read of an open file":  func() error { _, err := f.ReadAt(buf, 0); return err },
 		"write to an open file": func() error { _, err := f.WriteAt([]byte("X"), 0); return err },
-		"open":                 func() error { _, err := os.ReadFile(filepath.Join(za, "f")); return err },
-		"create":               func() error { return os.WriteFile(filepath.Join(za, "new"), []byte("x"), 0o644) },
-		"truncate":             func() error { return os.Truncate(filepath.Join(za, "f"), 1) },
+		"open":                  func() error { _, err := os.ReadFile(filepath.Join(za, "f")); return err },
+		"create":                func() error { return os.WriteFile(filepath.Join(za, "new"), []byte("x"), 0o644) },
+		"truncate":              func() error { return os.Truncate(filepath.Join(za, "f"), 1) },
+		"fallocate":             func() error { return unix.Fallocate(int(f.Fd()), 0, 0, 8192) },
 	}
 	for what, op := range refused {
 		err := op()
