@@ -416,6 +416,9 @@ func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo
 		}
 		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
 	} else {
+		if cur, kerr := d.store.ZoneKey(a.Name); kerr == nil {
+			fields["main_key"] = cur.MainKey // a refused roll names it too
+		}
 		zk, err = d.store.RollZoneKey(a.Name)
 	}
 	if err == nil {

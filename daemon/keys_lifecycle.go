@@ -31,6 +31,9 @@ func (d *daemon) keyLifecycle(ctx context.Context, op string, raw json.RawMessag
 	d.adminMu.Lock()
 	defer d.adminMu.Unlock()
 	fields := map[string]any{"key": a.Name}
+	if zk, err := d.store.ZoneKey(a.Name); err == nil {
+		fields["main_key"] = zk.MainKey // as every audited action about a key names it
+	}
 	var zk *keystore.ZoneKey
 	if op == control.OpKeyRetire {
 		zk, err = d.retireVersion(ctx, a, fields)

@@ -222,9 +222,15 @@ func checkLifecycleAudit(t *testing.T, e *env, want [][2]string) {
 	t.Helper()
 	var got [][2]string
 	for _, line := range strings.Split(strings.TrimSpace(readFile(t, filepath.Join(e.ksDir(), "audit.log"))), "\n") {
-		var rec struct{ Op, Result, Key string }
+		var rec struct {
+			Op, Result, Key string
+			Main            string `json:"main_key"`
+		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if strings.HasPrefix(rec.Op, "key.") && (rec.Key == "" || rec.Main != "default") {
+			t.Errorf("audit line without its key and main key: %s", line)
 		}
 		switch rec.Op {
 		case "key.disable", "key.enable", "key.delete", "key.recover", "key.purge", "key.retire", "zone.remove":

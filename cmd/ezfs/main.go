@@ -95,7 +95,7 @@ const exitCodesHelp = `EXIT STATUS (the "code" of a failure in --json output, an
    3  not_found      no such key, zone, job, main key, keystore, mount or file; a path outside every mount
    4  permission     wrong passphrase or PIN, a credential refused or missing, not root
    5  unavailable    a key provider (Vault, PKCS#11 token) or the daemon does not answer
-   6  busy           in use, already exists, a job already running, not empty, changed meanwhile
+   6  busy           in use, already exists, a job already running, not empty, changed meanwhile, not in a key state that allows it
    7  corrupt        data or a record fails authentication or does not parse`
 
 // usageErrors makes the flag parsing errors of every command a one-line usage error
