@@ -64,6 +64,7 @@ func TestKeyDisable(t *testing.T) {
 		t.Errorf("key describe: state %q", ki.State)
 	}
 	e.fails("disabled", "key", "roll", "ka", "--mount", e.mnt)
+	failsCode(t, nil, control.CodeBusy, "enable it first", "reencrypt", "start", za)
 
 	e.run("key", "enable", "ka", "--mount", e.mnt)
 	if _, err := f.ReadAt(buf, 0); err != nil || string(buf) != "alpha data" {
