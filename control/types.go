@@ -56,6 +56,7 @@ type KeyInfo struct {
 	Versions []KeyVersion `json:"versions"`
 	// CountedAt is when the file counts were taken (the newest job counted).
 	CountedAt *time.Time `json:"counted_at,omitempty"`
+	KeyLifecycle
 	// Policy is the key's rotation schedule (nil: none), NextRotation when the daemon
 	// rolls it next, RotationError why its last automatic roll failed (retried later).
 	Policy        *KeyPolicy `json:"policy,omitempty"`

@@ -42,7 +42,10 @@ type Config struct {
 	KeyTTL time.Duration
 	// KMSPoll is how often providers are asked for versions made there (0: default).
 	KMSPoll time.Duration
-	Logger  *log.Logger
+	// MinRetention is the shortest retention window `key delete` accepts (0: one
+	// day); tests lower it (the hidden mount flag --test-min-retention).
+	MinRetention time.Duration
+	Logger       *log.Logger
 	// Events takes the data path's errors as structured records (JSON logs); nil for
 	// text.
 	Events *slog.Logger
@@ -375,6 +378,8 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 			return nil, err
 		}
 		return d.backup(a)
+	case control.OpKeyDisable, control.OpKeyEnable, control.OpKeyDelete, control.OpKeyRecover, control.OpKeyPurge, control.OpKeyRetire:
+		return d.keyLifecycle(ctx, op, raw)
 	case control.OpZoneCreate:
 		a, err := decode[control.ZoneCreateArgs](raw)
 		if err != nil {
@@ -430,6 +435,9 @@ func (d *daemon) keyChange(op string, a control.KeyCreateArgs) (*control.KeyInfo
 		}
 		zk, err = d.store.CreateZoneKey(a.Name, a.MainKey)
 	} else {
+		if cur, kerr := d.store.ZoneKey(a.Name); kerr == nil {
+			fields["main_key"] = cur.MainKey // a refused roll names it too
+		}
 		zk, err = d.store.RollZoneKey(a.Name)
 		d.sched.rearm()
 	}
@@ -464,6 +472,8 @@ func keyError(name string, err error) error {
 	switch {
 	case errors.Is(err, keystore.ErrKeyNotFound):
 		return Reword(err, "key %q does not exist", name)
+	case errors.Is(err, keystore.ErrReserved):
+		return Reword(err, "key %q exists, deleted: its name stays reserved ('ezfs key recover %s' brings it back)", name, name)
 	case errors.Is(err, keystore.ErrExists):
 		return Reword(err, "key %q already exists", name)
 	}
@@ -471,7 +481,8 @@ func keyError(name string, err error) error {
 }
 
 func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
-	ki := &control.KeyInfo{Name: zk.Name, MainKey: zk.MainKey, Created: zk.Created, Current: zk.Latest().Version, Zones: []string{}}
+	ki := &control.KeyInfo{Name: zk.Name, MainKey: zk.MainKey, Created: zk.Created, Current: zk.Latest().Version, Zones: []string{},
+		KeyLifecycle: lifecycleOf(zk)}
 	d.policyInfo(zk, ki)
 	for _, e := range d.registry.List() {
 		if e.Zone.Key == zk.Name {
@@ -509,8 +520,12 @@ func (d *daemon) createZone(path, key string) (*control.ZoneInfo, error) {
 	if err := d.registry.CheckNew(rel); err != nil {
 		return nil, err
 	}
-	if _, err := d.store.ZoneKey(key); err != nil {
+	zk, err := d.store.ZoneKey(key)
+	if err != nil {
 		return nil, keyError(key, err)
+	}
+	if st := zk.KeyState(); st != keystore.StateActive {
+		return nil, fmt.Errorf("key %q is %s: a new zone needs an active key: %w", key, st, keystore.ErrKeyState)
 	}
 	z := &zones.Zone{Key: key}
 	if _, err := rand.Read(z.ID[:]); err != nil {

@@ -43,6 +43,7 @@ var codeTable = []struct {
 	{keystore.ErrLocked, control.CodeBusy},
 	{keystore.ErrConflict, control.CodeBusy},
 	{keystore.ErrInUse, control.CodeBusy},
+	{keystore.ErrKeyState, control.CodeBusy},
 	{zones.ErrJobRunning, control.CodeBusy},
 	{zones.ErrIsZone, control.CodeBusy},
 	{zones.ErrInsideZone, control.CodeBusy},

@@ -22,6 +22,9 @@ func (d *daemon) reencrypt(op string, a control.ReencryptArgs) (any, error) {
 		if why := d.fsys.ZoneHealth(*e); why != "" {
 			return nil, Reword(zones.ErrDamaged, "zone /%s is damaged: %s", rel, why)
 		}
+		if err := d.store.Usable(e.Zone.Key); err != nil {
+			return nil, Reword(keystore.ErrKeyState, "zone /%s: %v: enable it first", rel, err)
+		}
 		j, err := d.reenc.Start(*e, a.Rate)
 		if err != nil {
 			return nil, err

@@ -35,9 +35,9 @@ func minRotation() (time.Duration, error) {
 	return d, nil
 }
 
-// mayRoll says whether zone key zk may be rolled by its policy. Every key may today;
-// a key that is disabled or deleted must answer false here (the key states).
-func mayRoll(zk *keystore.ZoneKey) bool { return zk != nil }
+// mayRoll says whether zone key zk may be rolled by its policy: only an active key (a
+// disabled or deleted one wraps nothing; its policy waits until it is enabled).
+func mayRoll(zk *keystore.ZoneKey) bool { return zk != nil && zk.KeyState() == keystore.StateActive }
 
 // rollFailure is an automatic roll that failed: when to try again, and why.
 type rollFailure struct {

@@ -46,6 +46,9 @@ var (
 )
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if errno := f.n.usable(); errno != 0 {
+		return nil, errno
+	}
 	f.n.mu.RLock()
 	defer f.n.mu.RUnlock()
 	k, err := f.n.readLocked(f.fd, dest, off)
@@ -59,6 +62,9 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if errno := f.n.usable(); errno != 0 {
+		return 0, errno
+	}
 	f.n.mu.Lock()
 	defer f.n.mu.Unlock()
 	if err := f.n.fsys.asCaller(ctx, func() error { return f.n.writeLocked(f.fd, data, off) }); err != nil {

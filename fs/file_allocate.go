@@ -11,6 +11,9 @@ import (
 
 // Allocate serves fallocate(2), as the caller on shared mounts.
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if errno := f.n.usable(); errno != 0 {
+		return errno
+	}
 	return gofs.ToErrno(f.n.fsys.asCaller(ctx, func() error { return errnoOr(f.allocate(off, size, mode)) }))
 }
 

@@ -41,6 +41,9 @@ import (
 type FileKeys interface {
 	NewFileKey(ctx context.Context, z *zones.Zone) (dek, edek []byte, id crypto.FileID, err error)
 	OpenFileKey(ctx context.Context, z *zones.Zone, edek []byte) (dek []byte, e *crypto.EDEK, err error)
+	// Usable is nil when zone key name may serve data; every read, write, open and
+	// create in a zone asks, so it must be cheap.
+	Usable(name string) error
 }
 
 // Hooks are told how the zones move, so the keystore's zone table follows.

@@ -52,6 +52,8 @@ func (k *slowKeys) NewFileKey(ctx context.Context, z *zones.Zone) ([]byte, []byt
 	return dek, rec, id, err
 }
 
+func (k *slowKeys) Usable(string) error { return nil }
+
 func (k *slowKeys) OpenFileKey(ctx context.Context, z *zones.Zone, rec []byte) ([]byte, *crypto.EDEK, error) {
 	if err := k.wait(ctx); err != nil {
 		return nil, nil, err

@@ -101,13 +101,21 @@ func (f *FS) damaged(z *zones.Zone, rel, why string) *zones.Zone {
 }
 
 // usable fails with EIO when n is in a damaged zone: nothing in it is read, written or
-// created until its marker is back.
+// created until its marker is back; and with EACCES when the zone's key is not active
+// (disabled): nothing in it is read, written or created until it is enabled, open
+// files included.
 func (n *node) usable() syscall.Errno {
 	z := n.zone.Load()
-	if z == nil || z.Damaged == "" {
+	if z == nil {
 		return 0
 	}
-	return n.errno(-1, fmt.Errorf("%w: %s", zones.ErrDamaged, z.Damaged))
+	if z.Damaged != "" {
+		return n.errno(-1, fmt.Errorf("%w: %s", zones.ErrDamaged, z.Damaged))
+	}
+	if err := n.fsys.keys.Usable(z.Key); err != nil {
+		return n.errno(-1, err)
+	}
+	return 0
 }
 
 // createIn lends n's descriptor for a create in it; nothing is created in a damaged

@@ -35,8 +35,8 @@ func (e *env) autoRolls(key string) int {
 // TestRotationPolicy: a policy of 3 s rolls the key once per period (versions spaced
 // by the period, three rolls in 3.5 periods), describe shows the next due time, a
 // policy with --reencrypt starts a job that moves the files to the new version,
-// --rotate-every 0 clears it, and after the daemon was down for three periods the key
-// is rolled exactly once at mount. Each automatic roll is audited.
+// --rotate-every 0 clears it, a disabled key is not rolled until enabled, and after the
+// daemon was down for three periods the key is rolled exactly once at mount. Each automatic roll is audited.
 func TestRotationPolicy(t *testing.T) {
 	t.Setenv(minRotationEnv, "1s")
 	e := newEnv(t)
@@ -110,6 +110,28 @@ func TestRotationPolicy(t *testing.T) {
 		time.Sleep(period + time.Second)
 		if n := len(e.describeKey("k").Versions); n != len(k.Versions) {
 			t.Errorf("rolled after the policy was cleared: %d versions, had %d", n, len(k.Versions))
+		}
+	})
+
+	e.sub("disabled", func(t *testing.T) {
+		// A disabled key wraps nothing: its policy waits, and resumes at enable.
+		const short = 2 * time.Second
+		e.run("key", "disable", "--mount", e.mnt, "k")
+		e.run("key", "policy", "--mount", e.mnt, "k", "--rotate-every", short.String())
+		before := len(e.describeKey("k").Versions)
+		time.Sleep(2*short + 500*time.Millisecond)
+		k := e.describeKey("k")
+		if len(k.Versions) != before || k.NextRotation != nil {
+			t.Errorf("disabled key: %d versions (had %d), next rotation %v; want no roll, none due", len(k.Versions), before, k.NextRotation)
+		}
+		e.run("key", "enable", "--mount", e.mnt, "k")
+		deadline := time.Now().Add(short)
+		for len(e.describeKey("k").Versions) == before && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		e.run("key", "policy", "--mount", e.mnt, "k", "--rotate-every", "0")
+		if n := len(e.describeKey("k").Versions); n != before+1 {
+			t.Errorf("%d versions after enable, want one roll (%d)", n, before+1)
 		}
 	})
 

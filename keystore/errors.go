@@ -16,4 +16,14 @@ var (
 	ErrBadInput = errors.New("invalid input")
 	ErrConflict = errors.New("changed meanwhile")
 	ErrInUse    = errors.New("still in use")
+	// ErrKeyState refuses an operation the key's lifecycle state does not allow.
+	ErrKeyState = errors.New("not allowed in the key's state")
+	// ErrKeyDisabled is a data request refused because its zone key is not active:
+	// EACCES in the mount (errors.Is sees ErrPermission in it).
+	ErrKeyDisabled error = keyNotActive{}
 )
+
+type keyNotActive struct{}
+
+func (keyNotActive) Error() string        { return "zone key is not active" }
+func (keyNotActive) Is(target error) bool { return target == ErrPermission }

@@ -131,7 +131,11 @@ func (k *Keyring) decrypt(ctx context.Context, mk *MainKey, name string, version
 
 // WithZoneKey calls fn with the unwrapped key name@version. The slice is only valid
 // during fn and must not be retained or modified.
+// A key that is not active (disabled, deleted, purged) wraps and unwraps nothing.
 func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, fn func(key []byte) error) error {
+	if err := k.store.Usable(name); err != nil {
+		return err
+	}
 	ref := versionRef{name, version}
 	k.mu.RLock()
 	if c := k.cache[ref]; c != nil {
@@ -170,6 +174,9 @@ func (k *Keyring) unwrap(ctx context.Context, name string, version uint32) ([]by
 	kv, ok := zk.Version(version)
 	if !ok {
 		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, ErrKeyNotFound)
+	}
+	if len(kv.Wrapped) == 0 {
+		return nil, fmt.Errorf("zone key %s@%d is %s: %w", name, version, kv.State, ErrKeyNotFound)
 	}
 	mk, err := k.store.MainKey(kv.Main())
 	if err != nil {
@@ -213,6 +220,19 @@ func evict(c *cachedKey) {
 	_ = unix.Munlock(c.key)
 }
 
+// Forget zeroes the cached unwrapped versions of zone key name (version 0: all of
+// them), after a state change that stops the key or version unwrapping.
+func (k *Keyring) Forget(name string, version uint32) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for ref, c := range k.cache {
+		if ref.name == name && (version == 0 || ref.version == version) {
+			evict(c)
+			delete(k.cache, ref)
+		}
+	}
+}
+
 // Cached reports how many zone key versions are unwrapped in memory.
 func (k *Keyring) Cached() int {
 	k.mu.RLock()
@@ -247,8 +267,11 @@ func (k *Keyring) Rewrap(ctx context.Context, main string) (int, error) {
 	}
 	n := 0
 	for _, zk := range zks {
+		if zk.KeyState() != StateActive {
+			continue // it unwraps nothing; kms retire names its versions
+		}
 		for _, kv := range zk.Versions {
-			if kv.MainName != cur.Name || kv.MainVersion == cur.Version {
+			if kv.MainName != cur.Name || kv.MainVersion == cur.Version || len(kv.Wrapped) == 0 {
 				continue
 			}
 			if err := k.rewrapVersion(ctx, zk.Name, kv, cur); err != nil {
@@ -273,9 +296,12 @@ func (k *Keyring) SetMain(ctx context.Context, name, main string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := k.store.Usable(name); err != nil {
+		return 0, fmt.Errorf("%v: enable it first: %w", err, ErrKeyState)
+	}
 	n := 0
 	for _, kv := range zk.Versions {
-		if kv.Main() == cur.Ref() {
+		if kv.Main() == cur.Ref() || len(kv.Wrapped) == 0 {
 			continue
 		}
 		if err := k.rewrapVersion(ctx, name, kv, cur); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/ezfs/ezfs/crypto"
 	bolt "go.etcd.io/bbolt"
@@ -152,16 +153,13 @@ func (s *Store) RetireMainKey(ref MainRef) error {
 	if cur.Version == ref.Version {
 		return fmt.Errorf("main key %s is its current version: rotate or set another provider first: %w", ref, ErrInUse)
 	}
-	zks, err := s.ZoneKeys()
+	deps, err := s.Dependents(ref)
 	if err != nil {
 		return err
 	}
-	for _, zk := range zks {
-		for _, kv := range zk.Versions {
-			if kv.Main() == ref {
-				return fmt.Errorf("main key %s still wraps %s@%d: run 'ezfs kms rewrap %s' first: %w", ref, zk.Name, kv.Version, ref.Name, ErrInUse)
-			}
-		}
+	if len(deps) > 0 {
+		return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' it): %w",
+			ref, strings.Join(deps, ", "), ref.Name, ErrInUse)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		mk, err := mainKeyTx(tx, ref)

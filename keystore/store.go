@@ -144,6 +144,12 @@ type ZoneKey struct {
 	MainKey  string           `json:"main_key"`
 	Created  time.Time        `json:"created"`
 	Versions []ZoneKeyVersion `json:"versions"`
+	// Lifecycle (keystore/lifecycle.go): State is "" (active, as in records written
+	// before states were kept), disabled, deleted or purged.
+	State      string     `json:"state,omitempty"`
+	Deleted    *time.Time `json:"deleted,omitempty"`
+	PurgeAfter *time.Time `json:"purge_after,omitempty"`
+	Purged     *time.Time `json:"purged,omitempty"`
 	// Policy is its rotation schedule (policy.go); nil for none.
 	Policy *Policy `json:"policy,omitempty"`
 }
@@ -184,6 +190,9 @@ type Store struct {
 	// The daemon is the keystore's only writer, so the cache follows every roll.
 	latestMu sync.Mutex
 	latest   map[string]uint32 // guarded by latestMu
+	// states caches each zone key's lifecycle state (name → string), consulted by
+	// every data request (see Usable); each state change overwrites its entry.
+	states sync.Map
 }
 
 // Dir is the keystore folder.
@@ -314,10 +323,14 @@ func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
 			return err
 		}
 		switch {
+		case main != "" && found && (zk.KeyState() == StateDeleted || zk.KeyState() == StatePurged):
+			return fmt.Errorf("key %q is %s: %w", name, zk.KeyState(), ErrReserved)
 		case main != "" && found:
 			return fmt.Errorf("key %q: %w", name, ErrExists)
 		case main == "" && !found:
 			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
+		case found && zk.KeyState() != StateActive:
+			return fmt.Errorf("key %q is %s: %w", name, zk.KeyState(), ErrKeyState)
 		}
 		now := time.Now().UTC()
 		next := uint32(1)

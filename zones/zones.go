@@ -247,6 +247,11 @@ func (k *Keys) lookup() {
 	}
 }
 
+// Usable is nil when zone key name may be used (keystore.Store.Usable): the file
+// system asks on every data request, so a disabled key stops its zones' open files
+// too, whose data keys are in memory.
+func (k *Keys) Usable(name string) error { return k.Ring.Store().Usable(name) }
+
 // NewFileKey makes a data key for a new file in zone z, sealed under the newest version
 // of the zone's key in the current EDEK format (v2). It returns the DEK (the caller zeroes it), the EDEK record for the
 // xattr and the file ID.

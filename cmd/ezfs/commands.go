@@ -275,7 +275,7 @@ func cmdMount(c *cli.Context) error {
 		return err
 	}
 	return daemon.Run(daemon.Config{
-		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"), Metrics: c.String("metrics"),
+		Backing: backing, Mountpoint: mnt, Keystore: ks, Secrets: sec, Mount: mo, KeyTTL: c.Duration("key-ttl"), KMSPoll: c.Duration("kms-poll"), MinRetention: c.Duration("test-min-retention"), Metrics: c.String("metrics"),
 		Logger: logger, Events: events,
 		Ready: func() {
 			if childReport != nil {
@@ -298,7 +298,7 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 	if mo.Debug {
 		args = append(args, "--debug")
 	}
-	for _, f := range []string{"key-ttl", "kms-poll"} {
+	for _, f := range []string{"key-ttl", "kms-poll", "test-min-retention"} {
 		if d := c.Duration(f); d > 0 {
 			args = append(args, "--"+f, d.String())
 		}
@@ -523,9 +523,9 @@ func cmdKeyList(c *cli.Context) error {
 		return printJSON(keys)
 	}
 	w := table()
-	fmt.Fprintln(w, "NAME\tCURRENT\tVERSIONS\tCREATED\tZONES")
+	fmt.Fprintln(w, "NAME\tSTATE\tCURRENT\tVERSIONS\tCREATED\tZONES")
 	for _, k := range keys {
-		fmt.Fprintf(w, "%s\t@%d\t%d\t%s\t%s\n", k.Name, k.Current, len(k.Versions), ts(k.Created), strings.Join(k.Zones, ","))
+		fmt.Fprintf(w, "%s\t%s\t@%d\t%d\t%s\t%s\n", k.Name, stateLine(k.KeyLifecycle), k.Current, len(k.Versions), ts(k.Created), strings.Join(k.Zones, ","))
 	}
 	return w.Flush()
 }
@@ -546,6 +546,7 @@ func cmdKeyDescribe(c *cli.Context) error {
 		return printJSON(k)
 	}
 	fmt.Printf("key %s, created %s, current version @%d, main key %s, zones: %s\n", k.Name, ts(k.Created), k.Current, k.MainKey, strings.Join(k.Zones, ", "))
+	fmt.Printf("state: %s\n", stateLine(k.KeyLifecycle))
 	printPolicy(k)
 	w := table()
 	fmt.Fprintln(w, "VERSION\tCREATED\tWRAPPED BY\tSTATE\tFILES\t")

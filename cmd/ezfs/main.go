@@ -100,7 +100,7 @@ const exitCodesHelp = `EXIT STATUS (the "code" of a failure in --json output, an
    3  not_found      no such key, zone, job, main key, keystore, mount or file; a path outside every mount
    4  permission     wrong passphrase or PIN, a credential refused or missing, not root
    5  unavailable    a key provider (Vault, PKCS#11 token) or the daemon does not answer
-   6  busy           in use, already exists, a job already running, not empty, changed meanwhile
+   6  busy           in use, already exists, a job already running, not empty, changed meanwhile, not in a key state that allows it
    7  corrupt        data or a record fails authentication or does not parse
    fsck has its own: 0 clean, 1 problems found (and not all repaired), 2 could not check
    (any failure above; the "code" of --json says which)`
@@ -181,14 +181,16 @@ func buildApp() *cli.App {
 					&cli.DurationFlag{Name: "key-ttl", Usage: "how long an unwrapped zone key stays cached unused (default 10m)"},
 					&cli.DurationFlag{Name: "kms-poll", Usage: "how often to look for main key versions made in the provider (a Transit rotation in Vault) (default 1h)"},
 					&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at /metrics on this Unix socket path or HOST:PORT (default: off)"},
-					&cli.StringFlag{Name: "log-format", Usage: "the daemon's log: text or json (one JSON object a line)"}},
+					&cli.StringFlag{Name: "log-format", Usage: "the daemon's log: text or json (one JSON object a line)"},
+					// Tests only: the shortest retention `key delete` accepts (default 1 day).
+					&cli.DurationFlag{Name: "test-min-retention", Hidden: true}},
 				Action: cmdMount,
 			},
 			{Name: "umount", Aliases: []string{"unmount"}, Usage: "unmount and stop the daemon", ArgsUsage: "MOUNTPOINT", Action: cmdUmount},
 			{Name: "status", Usage: "show the daemons, their mounts and provider health", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdStatus},
 			{
 				Name: "key", Usage: "manage zone keys",
-				Subcommands: []*cli.Command{
+				Subcommands: append([]*cli.Command{
 					{Name: "create", Usage: "create a zone key", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag,
 						&cli.StringFlag{Name: "main-key", Value: "default", Usage: "the main key that wraps its versions"}}, Action: cmdKeyChange("create")},
 					{Name: "set-main", Usage: "re-wrap every version of a zone key under another main key (file contents and EDEKs untouched)",
@@ -197,7 +199,7 @@ func buildApp() *cli.App {
 					{Name: "list", Usage: "list zone keys", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyList},
 					{Name: "describe", Usage: "show a key's versions and the main key version wrapping each", ArgsUsage: "NAME", Flags: []cli.Flag{jsonFlag, mountFlag}, Action: cmdKeyDescribe},
 					keyPolicyCommand(),
-				},
+				}, keyLifecycleCommands()...),
 			},
 			{
 				Name: "zone", Usage: "manage encryption zones",

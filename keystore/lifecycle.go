@@ -1,0 +1,238 @@
+package keystore
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Zone key lifecycle: active → disabled → deleted (soft, recoverable for a retention
+// window) → purged (its wrapped material destroyed; the record stays so the name stays
+// reserved). A version no file references can be retired: its wrapped material is
+// destroyed at once.
+const (
+	StateDisabled = "disabled"
+	StateDeleted  = "deleted"
+	StatePurged   = "purged"
+)
+
+// Retention windows of a deleted zone key.
+const (
+	DefaultRetention = 7 * 24 * time.Hour
+	MinRetention     = 24 * time.Hour
+)
+
+// ErrReserved refuses a new zone key whose name a deleted or purged key keeps.
+var ErrReserved = fmt.Errorf("the name is kept by a deleted key: %w", ErrExists)
+
+// LifecycleOp is a change of a zone key's state.
+type LifecycleOp string
+
+// The state changes, named as the CLI names them.
+const (
+	OpDisable LifecycleOp = "disable"
+	OpEnable  LifecycleOp = "enable"
+	OpDelete  LifecycleOp = "delete"
+	OpRecover LifecycleOp = "recover"
+	OpPurge   LifecycleOp = "purge"
+)
+
+// transitions is the one table of which state each change leaves from and goes to.
+// A recovered key comes back disabled (as in cloud KMSs): the operator enables it.
+var transitions = map[LifecycleOp]struct {
+	from []string
+	to   string
+}{
+	OpDisable: {[]string{StateActive}, StateDisabled},
+	OpEnable:  {[]string{StateDisabled}, StateActive},
+	OpDelete:  {[]string{StateActive, StateDisabled}, StateDeleted},
+	OpRecover: {[]string{StateDeleted}, StateDisabled},
+	OpPurge:   {[]string{StateDeleted}, StatePurged},
+}
+
+// NextState is the state op takes a key in state from to, or ErrKeyState.
+func NextState(op LifecycleOp, from string) (string, error) {
+	t, ok := transitions[op]
+	if !ok {
+		return "", fmt.Errorf("unknown key operation %q: %w", op, ErrBadInput)
+	}
+	if !slices.Contains(t.from, from) {
+		return "", fmt.Errorf("cannot %s a key that is %s (only one that is %s): %w", op, from, strings.Join(t.from, " or "), ErrKeyState)
+	}
+	return t.to, nil
+}
+
+// KeyState is the key's lifecycle state; records without one are active.
+func (z *ZoneKey) KeyState() string {
+	if z.State == "" {
+		return StateActive
+	}
+	return z.State
+}
+
+// LifecycleOptions qualify a state change: Delete's retention (and the smallest one
+// allowed), Purge's force (the caller has made the fresh scan), the time it happens.
+type LifecycleOptions struct {
+	Retention    time.Duration
+	MinRetention time.Duration
+	Force        bool
+	Now          time.Time
+}
+
+// ChangeKeyState applies op to zone key name in one transaction and returns the key
+// as it is afterwards. Delete is refused while a zone uses the key (ErrInUse, naming
+// the zones); Purge before the key's purge date needs Force.
+func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) (*ZoneKey, error) {
+	if o.Now.IsZero() {
+		o.Now = time.Now().UTC()
+	}
+	zk := new(ZoneKey)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketZoneKeys)
+		found, err := getJSON(b, []byte(name), zk)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
+		}
+		to, err := NextState(op, zk.KeyState())
+		if err != nil {
+			return fmt.Errorf("key %q: %w", name, err)
+		}
+		if err := applyChange(tx, zk, op, o); err != nil {
+			return err
+		}
+		zk.State = to
+		return putJSON(b, []byte(name), zk)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.states.Store(name, zk.KeyState())
+	return zk, nil
+}
+
+// applyChange does what op does beyond the state itself.
+func applyChange(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
+	switch op {
+	case OpDelete:
+		if o.Retention == 0 {
+			o.Retention = DefaultRetention
+		}
+		if o.MinRetention == 0 {
+			o.MinRetention = MinRetention
+		}
+		if o.Retention < o.MinRetention {
+			return fmt.Errorf("retention %v is shorter than the minimum %v: %w", o.Retention, o.MinRetention, ErrBadInput)
+		}
+		used, err := zonesUsingTx(tx, zk.Name)
+		if err != nil {
+			return err
+		}
+		if len(used) > 0 {
+			return fmt.Errorf("key %q is used by zone %s: remove the zone first: %w", zk.Name, strings.Join(used, ", "), ErrInUse)
+		}
+		after := o.Now.Add(o.Retention)
+		zk.Deleted, zk.PurgeAfter = &o.Now, &after
+	case OpRecover:
+		zk.Deleted, zk.PurgeAfter = nil, nil
+	case OpPurge:
+		if !o.Force && o.Now.Before(*zk.PurgeAfter) {
+			return fmt.Errorf("key %q can be purged after %s (its retention window); before that only with --force: %w",
+				zk.Name, zk.PurgeAfter.Format(time.RFC3339), ErrKeyState)
+		}
+		for i := range zk.Versions {
+			zk.Versions[i].Wrapped = nil
+		}
+		zk.Purged = &o.Now
+	}
+	return nil
+}
+
+// zonesUsingTx lists the paths of the registered zones of key name.
+func zonesUsingTx(tx *bolt.Tx, name string) ([]string, error) {
+	var out []string
+	err := tx.Bucket(bucketZones).ForEach(func(k, v []byte) error {
+		var z Zone
+		if err := json.Unmarshal(v, &z); err != nil {
+			return fmt.Errorf("keystore record %q: %w", k, err)
+		}
+		if z.Key == name {
+			out = append(out, "/"+z.Path)
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out, err
+}
+
+// RetireZoneKeyVersion destroys the wrapped material of name@version, which no file
+// references any more (the caller has made the fresh scan): it is never unwrapped
+// again. The latest version cannot be retired: new files use it.
+func (s *Store) RetireZoneKeyVersion(name string, version uint32) (*ZoneKey, error) {
+	var out *ZoneKey
+	err := s.updateZoneKey(name, func(zk *ZoneKey) error {
+		if st := zk.KeyState(); st != StateActive && st != StateDisabled {
+			return fmt.Errorf("key %q is %s: %w", name, st, ErrKeyState)
+		}
+		if zk.Latest().Version == version {
+			return fmt.Errorf("%s@%d is the key's latest version (new files use it): roll the key first: %w", name, version, ErrKeyState)
+		}
+		for i := range zk.Versions {
+			kv := &zk.Versions[i]
+			if kv.Version != version {
+				continue
+			}
+			if kv.State == StateRetired {
+				return fmt.Errorf("%s@%d is retired already: %w", name, version, ErrKeyState)
+			}
+			kv.State, kv.Wrapped = StateRetired, nil
+			out = zk
+			return nil
+		}
+		return fmt.Errorf("key %s@%d: %w", name, version, ErrKeyNotFound)
+	})
+	return out, err
+}
+
+// Usable is nil when zone key name may wrap and unwrap: every data request of its
+// zones asks, so it answers from memory (one map load) after the first call.
+func (s *Store) Usable(name string) error {
+	st, ok := s.states.Load(name)
+	if !ok {
+		zk, err := s.ZoneKey(name)
+		if err != nil {
+			return nil // no such key: the unwrap says so
+		}
+		// A state change made meanwhile has stored its state: it wins.
+		st, _ = s.states.LoadOrStore(name, zk.KeyState())
+	}
+	if st != StateActive {
+		return fmt.Errorf("key %q is %s: %w", name, st, ErrKeyDisabled)
+	}
+	return nil
+}
+
+// Dependents lists the zone key versions ("name@N") whose wrapped material exists only
+// under main key version ref (each version is wrapped under one main key version):
+// retiring ref would make them unreadable. Retired and purged versions hold none.
+func (s *Store) Dependents(ref MainRef) ([]string, error) {
+	zks, err := s.ZoneKeys()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, zk := range zks {
+		for _, kv := range zk.Versions {
+			if kv.Main() == ref && len(kv.Wrapped) > 0 {
+				out = append(out, fmt.Sprintf("%s@%d", zk.Name, kv.Version))
+			}
+		}
+	}
+	return out, nil
+}
