@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -20,8 +21,10 @@ type versionRef struct {
 }
 
 type cachedKey struct {
-	key      []byte // mlocked; zeroed on eviction
-	lastUsed time.Time
+	key []byte // mlocked; zeroed on eviction
+	// lastUsed is the time of the last use in Unix nanoseconds; atomic, since users
+	// hold only the keyring's read lock.
+	lastUsed atomic.Int64
 }
 
 // Keyring unwraps zone key versions through the providers of the main key versions
@@ -140,7 +143,7 @@ func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, 
 	k.mu.RLock()
 	if c := k.cache[ref]; c != nil {
 		defer k.mu.RUnlock()
-		c.lastUsed = time.Now() // a racy timestamp is harmless: it only delays eviction
+		c.lastUsed.Store(time.Now().UnixNano())
 		return fn(c.key)
 	}
 	k.mu.RUnlock()
@@ -154,7 +157,9 @@ func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, 
 		crypto.Zero(key) // another caller cached it first
 	} else {
 		_ = unix.Mlock(key) // best effort: without CAP_IPC_LOCK the key still works
-		k.cache[ref] = &cachedKey{key: key, lastUsed: time.Now()}
+		c := &cachedKey{key: key}
+		c.lastUsed.Store(time.Now().UnixNano())
+		k.cache[ref] = c
 	}
 	k.mu.Unlock()
 	k.mu.RLock()
@@ -205,7 +210,7 @@ func (k *Keyring) evictLoop() {
 		case now := <-t.C:
 			k.mu.Lock()
 			for ref, c := range k.cache {
-				if now.Sub(c.lastUsed) > k.ttl {
+				if now.Sub(time.Unix(0, c.lastUsed.Load())) > k.ttl {
 					evict(c)
 					delete(k.cache, ref)
 				}
