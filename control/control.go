@@ -229,6 +229,21 @@ func Canonical(p string) (string, error) {
 	return filepath.Join(dir, filepath.Base(abs)), nil
 }
 
+// CanonicalFile makes the path of a file to be written absolute and resolves symlinks
+// in its folder, never in its last name: a symlink there is refused where the file is
+// written (keystore backup), not followed.
+func CanonicalFile(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	return filepath.Join(dir, filepath.Base(abs)), nil
+}
+
 // ErrNotInMount means a path is outside every ezfs mount.
 var ErrNotInMount = errors.New("is not inside an ezfs mount")
 

@@ -7,7 +7,8 @@ import (
 	"github.com/ezfs/ezfs/control"
 )
 
-// backup writes a consistent copy of the keystore to a.Path (`keystore backup`).
+// backup writes a consistent copy of the keystore to a.Path (`keystore backup`),
+// never inside the mount, the backing directory or the keystore folder.
 func (d *daemon) backup(a control.BackupArgs) (*control.BackupResult, error) {
 	p := filepath.Clean(a.Path)
 	if !filepath.IsAbs(p) {
@@ -16,7 +17,7 @@ func (d *daemon) backup(a control.BackupArgs) (*control.BackupResult, error) {
 	if p == d.cfg.Mountpoint || strings.HasPrefix(p, d.cfg.Mountpoint+"/") {
 		return nil, UsageError("keystore backup: %s is inside the mount %s; write it outside (on another disk)", p, d.cfg.Mountpoint)
 	}
-	n, err := d.store.Backup(p, a.Force)
+	n, err := d.store.Backup(p, a.Force, d.cfg.Mountpoint, d.cfg.Backing, d.cfg.Keystore)
 	d.audit.Action(control.OpKeystoreBackup, map[string]any{"path": p, "bytes": n, "force": a.Force}, err)
 	if err != nil {
 		return nil, err

@@ -39,6 +39,9 @@ func minRotation() (time.Duration, error) {
 // disabled or deleted one wraps nothing; its policy waits until it is enabled).
 func mayRoll(zk *keystore.ZoneKey) bool { return zk != nil && zk.KeyState() == keystore.StateActive }
 
+// maxWait bounds the scheduler's sleep (see run).
+const maxWait = time.Minute
+
 // rollFailure is an automatic roll that failed: when to try again, and why.
 type rollFailure struct {
 	retry time.Time
@@ -88,7 +91,9 @@ func (s *scheduler) run() {
 		t.Stop()
 		var fire <-chan time.Time
 		if next := s.rollDue(time.Now()); !next.IsZero() {
-			t.Reset(time.Until(next))
+			// Timers count monotonic time, due times are wall-clock: after a suspend or
+			// a clock step the wait is stale, so it is never longer than maxWait.
+			t.Reset(min(time.Until(next), maxWait))
 			fire = t.C
 		}
 		select {
@@ -129,7 +134,7 @@ func (s *scheduler) rollDue(now time.Time) time.Time {
 // dueOf is when zk is to be rolled next: its policy's due time, or later the retry
 // time of a roll that failed. ok is false for a key that is not to be rolled.
 func (s *scheduler) dueOf(zk *keystore.ZoneKey) (time.Time, bool) {
-	due, ok := zk.NextDue()
+	due, ok := zk.NextDue(s.min)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !ok || !mayRoll(zk) {
@@ -153,7 +158,7 @@ func (s *scheduler) record(zk *keystore.ZoneKey, rolled *keystore.ZoneKey, err e
 		return retry
 	}
 	delete(s.failed, zk.Name)
-	if due, ok := rolled.NextDue(); ok {
+	if due, ok := rolled.NextDue(s.min); ok {
 		return due
 	}
 	return now.Add(s.min) // the policy was cleared meanwhile: look again later
@@ -185,10 +190,10 @@ func (d *daemon) autoRoll(name string, now time.Time) (*keystore.ZoneKey, error)
 	d.adminMu.Lock()
 	defer d.adminMu.Unlock()
 	zk, err := d.store.ZoneKey(name)
-	if err != nil || !zk.Due(now) || !mayRoll(zk) {
+	if err != nil || !zk.Due(now, d.sched.min) || !mayRoll(zk) {
 		return zk, err
 	}
-	due, _ := zk.NextDue()
+	due, _ := zk.NextDue(d.sched.min)
 	fields := map[string]any{"key": name, "by": "policy", "rotate_every": zk.Policy.Every.String(),
 		"due": due.UTC().Format(time.RFC3339Nano), "main_key": zk.MainKey}
 	rolled, err := d.rollChecked(zk)
@@ -267,7 +272,7 @@ func (d *daemon) policyInfo(zk *keystore.ZoneKey, ki *control.KeyInfo) {
 	}
 	p := zk.Policy
 	ki.Policy = &control.KeyPolicy{RotateEvery: p.Every.String(), Seconds: p.Every.Seconds(), Reencrypt: p.Reencrypt, Set: p.Set}
-	if due, ok := zk.NextDue(); ok && mayRoll(zk) {
+	if due, ok := zk.NextDue(d.sched.min); ok && mayRoll(zk) {
 		if why, retry := d.sched.failure(zk.Name); why != "" {
 			ki.RotationError, due = why, retry
 		}

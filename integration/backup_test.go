@@ -76,6 +76,20 @@ func TestKeystoreBackup(t *testing.T) {
 		t.Errorf("backup --force over a file: %v %v", st, err)
 	}
 	failsCode(t, nil, control.CodeUsage, "inside the mount", "keystore", "backup", "--mount", e.mnt, filepath.Join(e.mnt, "ks.backup"))
+	// Not on the disk it is to survive, nor over the live database, nor through a
+	// symlink a user planted where root writes it.
+	failsCode(t, nil, control.CodeUsage, "inside "+e.backing, "keystore", "backup", "--mount", e.mnt, filepath.Join(e.backing, "ks.backup"))
+	failsCode(t, nil, control.CodeUsage, "inside", "keystore", "backup", "--force", "--mount", e.mnt, filepath.Join(e.ksDir(), "keystore.db"))
+	victim := filepath.Join(t.TempDir(), "victim")
+	writeFile(t, victim, "not a backup")
+	link := filepath.Join(t.TempDir(), "planted")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	failsCode(t, nil, control.CodeUsage, "not a regular file", "keystore", "backup", "--force", "--mount", e.mnt, link)
+	if got := readFile(t, victim); got != "not a backup" {
+		t.Errorf("backup wrote through a symlink: the target now holds %d bytes", len(got))
+	}
 	failsCode(t, nil, control.CodeBusy, "in use", "keystore", "backup", "--keystore", e.ksDir(), filepath.Join(t.TempDir(), "offline"))
 	if !bytes.Contains([]byte(readFile(t, filepath.Join(e.ksDir(), "audit.log"))), []byte(`"op":"keystore.backup","path":"`+file)) {
 		t.Errorf("the backup through the daemon is not audited")

@@ -1,25 +1,30 @@
 package keystore
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/ezfs/ezfs/backing"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // Backup writes a consistent copy of the keystore to path (bbolt's copy of a read
-// transaction, so writers go on meanwhile): mode 0600, written to a temporary file
-// beside path, fsynced, then put in place. An existing path is refused (ErrExists)
-// unless force. It returns the copy's size. The keystore holds only wrapped material
-// (zone key versions wrapped by main keys, the system provider's private key sealed
-// under its passphrase), and so does the copy.
-func (s *Store) Backup(path string, force bool) (int64, error) {
+// transaction, so writers go on meanwhile), in full or not at all, mode 0600 (see
+// writeAtomic: no symlink is followed, an existing path is refused, ErrExists, unless
+// force). A path inside one of the folders of avoid (the backing directory, the
+// keystore folder, the mount: a backup on the disk it is to survive is none, and one
+// over the live database would replace it) is refused. It returns the copy's size. The
+// keystore holds only wrapped material (zone key versions wrapped by main keys, the
+// system provider's private key sealed under its passphrase), and so does the copy.
+func (s *Store) Backup(path string, force bool, avoid ...string) (int64, error) {
 	var n int64
-	err := writeAtomic(path, force, func(f *os.File) error {
+	err := writeAtomic(path, force, avoid, func(f *os.File) error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			var err error
 			n, err = tx.WriteTo(f)
@@ -40,7 +45,7 @@ func BackupDir(dir, path string, force bool) (int64, error) {
 		return 0, err
 	}
 	defer s.Close()
-	n, err := s.Backup(path, force)
+	n, err := s.Backup(path, force, dir)
 	a, aerr := OpenAudit(dir)
 	if aerr != nil {
 		return n, errors.Join(err, aerr)
@@ -49,53 +54,146 @@ func BackupDir(dir, path string, force bool) (int64, error) {
 	return n, errors.Join(err, a.Close())
 }
 
-// writeAtomic makes path (mode 0600) with fill's contents, or nothing: fill writes a
-// temporary file in path's folder, which is fsynced and then linked in place (refused
-// when path exists) or, with force, renamed over it; the folder is fsynced last.
-func writeAtomic(path string, force bool, fill func(f *os.File) error) error {
-	dir := filepath.Dir(path)
-	if !force {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
-		}
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+// writeAtomic makes path (absolute; mode 0600) with fill's contents, or nothing. The
+// writer is root and path may lie in a folder other users write (/tmp), so nothing is
+// resolved by name twice and no symlink is followed: the parent folder is opened once
+// with no symlink on the way (RESOLVE_NO_SYMLINKS from "/"), a path that is not a
+// regular file is refused, the contents go to a new temporary file in that folder
+// (O_EXCL), fsynced, then linked in place (refused when path exists) or, with force,
+// renamed over it, all relative to the folder's descriptor; the folder is fsynced
+// last. A parent inside one of the folders of avoid is refused.
+func writeAtomic(path string, force bool, avoid []string, fill func(f *os.File) error) error {
+	dirfd, name, err := openParent(path)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	// CreateTemp makes 0600 already; say so rather than rely on it.
-	err = tmp.Chmod(0o600)
-	if err == nil {
-		err = fill(tmp)
+	defer unix.Close(dirfd)
+	if err := refuseWithin(dirfd, path, avoid); err != nil {
+		return err
 	}
-	if err == nil {
-		err = tmp.Sync()
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is not a regular file: %w", path, ErrBadInput)
+	case err == nil && !force:
+		return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
+	case err != nil && err != unix.ENOENT:
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	if cerr := tmp.Close(); err == nil {
+	tmp, f, err := createTemp(dirfd, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer unix.Unlinkat(dirfd, tmp, 0) // gone after a rename; a second name after a link
+	err = fill(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
 	if force {
-		err = os.Rename(tmp.Name(), path)
-	} else if err = os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
-		err = fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
+		err = unix.Renameat(dirfd, tmp, dirfd, name)
+	} else if err = unix.Linkat(dirfd, tmp, dirfd, name, 0); err == unix.EEXIST {
+		return fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return syncDir(dir)
+	return unix.Fsync(dirfd)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+// openParent opens the folder of absolute path for reading, with no symlink on the
+// way, and returns it with path's last name.
+func openParent(path string) (int, string, error) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/" {
+		return -1, "", fmt.Errorf("%q: want an absolute, clean path to a file: %w", path, ErrBadInput)
+	}
+	root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", err
+	}
+	defer unix.Close(root)
+	dir := filepath.Dir(path)
+	fd, err := backing.OpenAt(root, dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err == unix.ELOOP || err == unix.EXDEV || err == unix.ENOTDIR {
+		return -1, "", fmt.Errorf("%s: not a folder, or a symlink on the way (give the real path): %w", dir, ErrBadInput)
+	}
+	if err != nil {
+		return -1, "", fmt.Errorf("%s: %w", dir, err)
+	}
+	return fd, filepath.Base(path), nil
+}
+
+// refuseWithin refuses a folder dirfd (path's) that is one of the folders of avoid or
+// lies below one, by device and inode: its ancestors are walked with "..".
+func refuseWithin(dirfd int, path string, avoid []string) error {
+	var ids []unix.Stat_t
+	for _, a := range avoid {
+		var st unix.Stat_t
+		if err := unix.Stat(a, &st); err == nil {
+			ids = append(ids, st)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	fd, err := unix.Dup(dirfd)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	for depth := 0; depth < 4096; depth++ {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		for i, id := range ids {
+			if st.Dev == id.Dev && st.Ino == id.Ino {
+				unix.Close(fd)
+				return fmt.Errorf("%s is inside %s: a backup must not be written there (keep it on another disk): %w", path, avoid[i], ErrBadInput)
+			}
+		}
+		up, err := backing.Parent(fd)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		var ust unix.Stat_t
+		if err := unix.Fstat(up, &ust); err != nil || (ust.Dev == st.Dev && ust.Ino == st.Ino) {
+			unix.Close(up)
+			return err // reached "/"
+		}
+		fd = up
+	}
+	unix.Close(fd)
+	return fmt.Errorf("%s: too deep: %w", path, ErrBadInput)
+}
+
+// createTemp makes a new file, mode 0600, named after name in the folder dirfd.
+func createTemp(dirfd int, name string) (string, *os.File, error) {
+	for range 100 {
+		var r [8]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return "", nil, err
+		}
+		tmp := "." + name + ".tmp-" + hex.EncodeToString(r[:])
+		if len(tmp) > 255 {
+			tmp = ".ezfs-backup.tmp-" + hex.EncodeToString(r[:])
+		}
+		fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == unix.EEXIST {
+			continue
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		return tmp, os.NewFile(uintptr(fd), tmp), nil
+	}
+	return "", nil, unix.EEXIST
 }
 
 // Restored summarises a keystore put back from a backup.
@@ -106,34 +204,41 @@ type Restored struct {
 	Zones           int
 }
 
-// Restore makes dir's keystore a copy of the backup file from, after checking that
-// it is a keystore this code opens (its records decode, it has a main key). It
-// refuses a dir that has a keystore already (ErrExists): a restore never replaces
-// one. The audit log in dir records it.
+// Restore makes dir's keystore from the backup file from: the backup is checked
+// (bbolt's page check, every record decodes, it has a main key), then its records are
+// copied into a new database (bbolt's compaction: nothing of the backup's free pages
+// or free list is carried over), which is put in place only when whole. It refuses a
+// dir that has a keystore already (ErrExists): a restore never replaces one. The audit
+// log in dir records it.
 func Restore(dir, from string) (*Restored, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
 	if Exists(dir) {
 		return nil, fmt.Errorf("keystore %s: %w: a restore does not replace a keystore; move it away first", dir, ErrExists)
 	}
-	src, err := os.Open(from)
-	if err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
+	src, err := bolt.Open(from, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err == nil {
+		defer src.Close()
+		err = checkBackup(src)
 	}
-	defer src.Close()
-	if err := checkBackup(from); err != nil {
-		return nil, err
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a keystore backup: %v: %w", from, err, ErrBadInput)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create keystore folder: %w", err)
 	}
-	err = writeAtomic(filepath.Join(dir, FileName), false, func(f *os.File) error {
-		_, err := io.Copy(f, src)
-		return err
+	db := filepath.Join(dir, FileName)
+	err = writeAtomic(db, false, nil, func(f *os.File) error {
+		return copyRecords(src, backing.ProcFD(int(f.Fd())))
 	})
 	if err != nil {
-		return nil, fmt.Errorf("restore keystore %s: %w", dir, err)
+		return nil, fmt.Errorf("restore keystore %s from %s: %w", dir, from, err)
 	}
 	s, err := Open(dir)
 	if err != nil {
+		os.Remove(db) // checked, yet it does not open: leave no half-restored keystore
 		return nil, err
 	}
 	defer s.Close()
@@ -146,15 +251,23 @@ func Restore(dir, from string) (*Restored, error) {
 	return r, errors.Join(err, a.Close())
 }
 
-// checkBackup opens file read-only as a keystore and decodes what it holds.
-func checkBackup(file string) error {
-	db, err := bolt.Open(file, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		return fmt.Errorf("%s is not a keystore backup: %v: %w", file, err, ErrBadInput)
-	}
-	defer db.Close()
-	s := &Store{db: db}
+// checkBackup checks an open backup: bbolt's check of every page, then every record
+// decodes (a damaged page can make bbolt panic while reading: an error here) and it
+// has a main key.
+func checkBackup(db *bolt.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged: %v", r)
+		}
+	}()
 	err = db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for e := range tx.Check() {
+			errs = append(errs, e)
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("damaged: %w", errs[0])
+		}
 		for _, b := range [][]byte{bucketMeta, bucketMainKeys, bucketZoneKeys, bucketZones} {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("no %s records", b)
@@ -162,17 +275,32 @@ func checkBackup(file string) error {
 		}
 		return nil
 	})
-	var r *Restored
-	if err == nil {
-		r, err = s.summary()
+	if err != nil {
+		return err
 	}
+	r, err := (&Store{db: db}).summary()
 	if err == nil && r.MainKeyVersions == 0 {
 		err = errors.New("no main key")
 	}
+	return err
+}
+
+// copyRecords copies every record of src into a new database at path.
+func copyRecords(src *bolt.DB, path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged backup: %v: %w", r, ErrBadInput)
+		}
+	}()
+	dst, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		return fmt.Errorf("%s is not a keystore backup: %v: %w", file, err, ErrBadInput)
+		return err
 	}
-	return nil
+	if err := bolt.Compact(dst, src, 0); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }
 
 // summary counts what the keystore holds, decoding every record.

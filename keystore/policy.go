@@ -29,19 +29,21 @@ func (p *Policy) String() string {
 }
 
 // NextDue is when zone key z is due to be rolled by its policy: the time of its
-// newest version plus the period. ok is false for a key without a policy. A key down
-// for many periods is due once: a roll makes a new newest version, and the next due
-// time counts from it, not from the missed periods.
-func (z *ZoneKey) NextDue() (due time.Time, ok bool) {
+// newest version plus the period, or min if the period is shorter (a policy set under
+// a lower minimum, by a test's mount, does not roll faster than this daemon allows).
+// ok is false for a key without a policy. A key down for many periods is due once: a
+// roll makes a new newest version, and the next due time counts from it, not from
+// the missed periods.
+func (z *ZoneKey) NextDue(min time.Duration) (due time.Time, ok bool) {
 	if z.Policy == nil || z.Policy.Every <= 0 || len(z.Versions) == 0 {
 		return time.Time{}, false
 	}
-	return z.Latest().Created.Add(z.Policy.Every), true
+	return z.Latest().Created.Add(max(z.Policy.Every, min)), true
 }
 
-// Due reports whether zone key z is to be rolled at now by its policy.
-func (z *ZoneKey) Due(now time.Time) bool {
-	due, ok := z.NextDue()
+// Due reports whether zone key z is to be rolled at now by its policy (NextDue).
+func (z *ZoneKey) Due(now time.Time, min time.Duration) bool {
+	due, ok := z.NextDue(min)
 	return ok && !now.Before(due)
 }
 

@@ -34,11 +34,11 @@ func TestPolicyDue(t *testing.T) {
 		{"newest version counts", key(hour, t0, t0.Add(30*time.Minute)), t0.Add(time.Hour), t0.Add(90 * time.Minute), false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			due, ok := c.zk.NextDue()
+			due, ok := c.zk.NextDue(0)
 			if ok != !c.wantDue.IsZero() || !due.Equal(c.wantDue) {
 				t.Errorf("NextDue = %v %v, want %v", due, ok, c.wantDue)
 			}
-			if got := c.zk.Due(c.now); got != c.due {
+			if got := c.zk.Due(c.now, 0); got != c.due {
 				t.Errorf("Due(%v) = %v, want %v", c.now, got, c.due)
 			}
 			if !c.due {
@@ -46,10 +46,10 @@ func TestPolicyDue(t *testing.T) {
 			}
 			// Rolled at now: one more version, and not due again before a period.
 			c.zk.Versions = append(c.zk.Versions, ZoneKeyVersion{Version: uint32(len(c.zk.Versions) + 1), Created: c.now})
-			if c.zk.Due(c.now) || c.zk.Due(c.now.Add(c.zk.Policy.Every-time.Second)) {
+			if c.zk.Due(c.now, 0) || c.zk.Due(c.now.Add(c.zk.Policy.Every-time.Second), 0) {
 				t.Errorf("due again after the roll at %v", c.now)
 			}
-			if !c.zk.Due(c.now.Add(c.zk.Policy.Every)) {
+			if !c.zk.Due(c.now.Add(c.zk.Policy.Every), 0) {
 				t.Errorf("not due a period after the roll")
 			}
 		})
@@ -83,5 +83,18 @@ func TestSetPolicy(t *testing.T) {
 	}
 	if zk, _ = s.ZoneKey("k"); zk.Policy != nil {
 		t.Errorf("cleared policy: %+v", zk.Policy)
+	}
+}
+
+// TestPolicyDueMinimum: a period below the daemon's minimum (set by a mount that
+// allowed it) counts as the minimum.
+func TestPolicyDueMinimum(t *testing.T) {
+	v := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	zk := &ZoneKey{Versions: []ZoneKeyVersion{{Version: 1, Created: v}}, Policy: &Policy{Every: time.Second}}
+	if due, ok := zk.NextDue(time.Hour); !ok || !due.Equal(v.Add(time.Hour)) {
+		t.Errorf("NextDue under a 1h minimum: %v %v, want %v", due, ok, v.Add(time.Hour))
+	}
+	if zk.Due(v.Add(time.Minute), time.Hour) || !zk.Due(v.Add(time.Hour), time.Hour) {
+		t.Error("Due ignores the minimum")
 	}
 }

@@ -26,7 +26,7 @@ func cmdKeystoreBackup(c *cli.Context) error {
 	if err := exactArgs(c, "FILE"); err != nil {
 		return err
 	}
-	file, err := control.Canonical(c.Args().First())
+	file, err := control.CanonicalFile(c.Args().First())
 	if err != nil {
 		return err
 	}
