@@ -126,9 +126,19 @@ func (f *fileCheck) openEDEK() ([]byte, *crypto.EDEK) {
 }
 
 // header checks that the content header names the file the EDEK does; false if the
-// contents cannot be checked further. A header cut short is a torn tail.
+// contents cannot be checked further. A file shorter than the header is a torn tail
+// only if it is a prefix of the header (crypto.CheckTornHeader, the daemon's rule).
 func (f *fileCheck) header(e *crypto.EDEK) bool {
 	if f.st.Size < crypto.HeaderSize {
+		b := make([]byte, f.st.Size)
+		if err := fs.ReadFull(f.fd, b, 0); err != nil {
+			f.problem(KindUnreadable, "read the header: %v", err)
+			return false
+		}
+		if err := crypto.CheckTornHeader(b, e.FileID); err != nil {
+			f.problem(KindBadHeader, "%d bytes, shorter than a content header and not the start of this file's, so not a torn write (never cut): %v", f.st.Size, err)
+			return false
+		}
 		return true
 	}
 	var h [crypto.HeaderSize]byte

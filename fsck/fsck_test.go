@@ -122,10 +122,11 @@ func TestVersions(t *testing.T) {
 	}
 }
 
-// Torn tails of each shape are found and cut to the last intact block.
+// Torn tails of each shape are found and cut to the last intact block; a file shorter
+// than the header that is not a prefix of its own header is bad-header, never cut.
 func TestTornTails(t *testing.T) {
 	fx := zonetest.New(t, "k")
-	fx.AddFiles(t, 4, make([]byte, 5000))
+	fx.AddFiles(t, 5, make([]byte, 5000))
 	f := func(i int) string {
 		return filepath.Join(fx.Backing, fx.ZonePath, "d00"+string(rune('0'+i)), "f00000"+string(rune('0'+i)))
 	}
@@ -138,7 +139,8 @@ func TestTornTails(t *testing.T) {
 		sizes = append(sizes, st.Size())
 	}
 	// 0: a new tail of the last block written past it; 1: a few bytes past the last
-	// block (too few to be one); 2: the header cut short; 3 stays whole.
+	// block (too few to be one); 2: the header cut short; 3 stays whole; 4: 7 bytes
+	// that are not its header's first (not a torn write).
 	appendTo(t, f(0), make([]byte, 100))
 	appendTo(t, f(1), make([]byte, 10))
 	if err := os.Truncate(f(1), sizes[1]-932+10); err != nil { // whole block 0, 10 bytes of block 1
@@ -147,17 +149,20 @@ func TestTornTails(t *testing.T) {
 	if err := os.Truncate(f(2), 7); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(f(4), []byte("EZFS\x00\x02x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	rep, _ := check(t, fx, fsck.Options{Repair: true})
-	want := "torn-tail zone/d000/f000000, torn-tail zone/d001/f000001, torn-tail zone/d002/f000002"
+	want := "bad-header zone/d004/f000004, torn-tail zone/d000/f000000, torn-tail zone/d001/f000001, torn-tail zone/d002/f000002"
 	if kinds(rep) != want || rep.Repaired != 3 {
 		t.Fatalf("problems %s (%d repaired), want %s", kinds(rep), rep.Repaired, want)
 	}
-	for i, want := range []int64{sizes[0], 22 + 4124, 0, sizes[3]} {
+	for i, want := range []int64{sizes[0], 22 + 4124, 0, sizes[3], 7} {
 		if st, err := os.Stat(f(i)); err != nil || st.Size() != want {
 			t.Errorf("file %d after repair: size %d (%v), want %d", i, st.Size(), err, want)
 		}
 	}
-	if rep, _ := check(t, fx, fsck.Options{Full: true}); kinds(rep) != "" {
+	if rep, _ := check(t, fx, fsck.Options{Full: true}); kinds(rep) != "bad-header zone/d004/f000004" {
 		t.Errorf("after repair: %s", kinds(rep))
 	}
 }
