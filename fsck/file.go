@@ -114,6 +114,12 @@ func (f *fileCheck) openEDEK() ([]byte, *crypto.EDEK) {
 	case s.missing:
 		f.problem(KindBadEDEK, "the EDEK names key version %s, which the keystore does not have", ref)
 		return nil, nil
+	case s.unreadable != "":
+		f.problem(KindBadEDEK, "unreadable: the EDEK is under %s", s.unreadable)
+		return nil, nil
+	case s.notChecked != "":
+		f.res.notChecked = true
+		return nil, nil
 	case s.broken != "":
 		return nil, nil // reported once, as a zone-key problem
 	}

@@ -178,3 +178,73 @@ func appendTo(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestKeyStates (review P0-3, P1-6): files under a retired version (its material kept
+// or destroyed) or a purged key are bad-edek each; files under a disabled or deleted
+// key are counted, not checked, and nothing is unwrapped for them; a deleted or purged
+// key is never unused. None of it stops the run.
+func TestKeyStates(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 2, []byte("on k@1"))
+	for _, name := range []string{"soft", "dis", "del", "pur", "spare-del", "spare-pur"} {
+		if _, err := fx.Store.CreateZoneKey(name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fx.AddFilesUnder(t, 1, "soft", []byte("on soft@1"))
+	for _, name := range []string{"k", "soft"} {
+		if _, err := fx.Store.RollZoneKey(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fx.AddFiles(t, 1, []byte("on k@2")) // over d000/f000000: k@1 keeps one file
+	for _, name := range []string{"dis", "del", "pur"} {
+		fx.AddFilesUnder(t, 1, name, []byte("under "+name))
+	}
+	// A soft retire (material kept), as the other retire will make them: retire, then
+	// put the material back.
+	soft, _ := fx.Store.ZoneKey("soft")
+	v1 := soft.Versions[0]
+	for _, r := range []struct {
+		name string
+		v    uint32
+	}{{"k", 1}, {"soft", 1}} {
+		if _, err := fx.Store.RetireZoneKeyVersion(r.name, r.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fx.Store.SetZoneKeyWrap("soft", 1, v1.Main(), v1.Main(), v1.Wrapped); err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string][]keystore.LifecycleOp{"dis": {keystore.OpDisable}, "del": {keystore.OpDelete},
+		"pur": {keystore.OpDelete, keystore.OpPurge}, "spare-del": {keystore.OpDelete}, "spare-pur": {keystore.OpDelete, keystore.OpPurge}}
+	for name, list := range ops {
+		for _, op := range list {
+			if _, err := fx.Store.ChangeKeyState(name, op, keystore.LifecycleOptions{Force: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rep, unwraps := check(t, fx, fsck.Options{Full: true})
+	want := "bad-edek zone/d000/pur000000, bad-edek zone/d000/soft000000, bad-edek zone/d001/f000001, unused-key dis, unused-key soft"
+	if kinds(rep) != want {
+		t.Errorf("problems %s, want %s", kinds(rep), want)
+	}
+	for _, p := range rep.Problems {
+		if p.Kind == fsck.KindBadEDEK && (!strings.Contains(p.Detail, "unreadable") ||
+			strings.HasSuffix(p.Path, "soft000000") != strings.Contains(p.Detail, "material is kept")) {
+			t.Errorf("%s: %s", p.Path, p.Detail)
+		}
+	}
+	if rep.Files != 6 || rep.NotChecked != 2 || rep.Zones[0].NotChecked != 2 || unwraps != 1 || rep.Unwraps != 1 {
+		t.Errorf("files %d, not checked %d (zone %d), unwraps %d (report %d); want 6, 2, 2, 1, 1",
+			rep.Files, rep.NotChecked, rep.Zones[0].NotChecked, unwraps, rep.Unwraps)
+	}
+	states := map[string]string{}
+	for _, k := range rep.Keys {
+		states[k.Name] = k.State
+	}
+	if states["dis"] != "disabled" || states["del"] != "deleted" || states["pur"] != "purged" || states["k"] != "active" {
+		t.Errorf("key states %v", states)
+	}
+}

@@ -31,11 +31,16 @@ type versions struct {
 // verState is what unwrapping a version gave.
 type verState struct {
 	once sync.Once
-	// missing: the keystore has no such version; broken: it does not unwrap to a
-	// valid key (why); fatal: the provider could not be asked (the run stops).
-	missing bool
-	broken  string
-	fatal   error
+	// missing: the keystore has no such version; unreadable: it may never be
+	// unwrapped (retired, purged: why), each file is bad-edek; notChecked: its key is
+	// disabled or deleted (why), its files are counted, not checked; broken: it does
+	// not unwrap to a valid key (why); fatal: the provider could not be asked (the
+	// run stops).
+	missing    bool
+	unreadable string
+	notChecked string
+	broken     string
+	fatal      error
 }
 
 func newVersions(keys *zones.Keys) *versions {
@@ -65,8 +70,12 @@ func (v *versions) unwrap(ctx context.Context, ref verRef, s *verState) {
 		s.fatal = err
 		return
 	}
-	if _, ok := zk.Version(ref.version); !ok {
+	kv, ok := zk.Version(ref.version)
+	if !ok {
 		s.missing = true
+		return
+	}
+	if s.unreadable, s.notChecked = byState(zk, kv, ref); s.unreadable != "" || s.notChecked != "" {
 		return
 	}
 	err = v.keys.Ring.WithZoneKey(ctx, ref.name, ref.version, func([]byte) error { return nil })
@@ -79,6 +88,27 @@ func (v *versions) unwrap(ctx context.Context, ref verRef, s *verState) {
 	}
 }
 
+// byState judges version kv of zk by the states the keystore records, before any
+// unwrap (the keyring refuses a key that is not active). A retired version (its
+// material kept or not) or a purged key may never be unwrapped again: its files are
+// unreadable, a problem each. A disabled or deleted key is not unwrapped: fsck does
+// not turn a key on that the operator turned off; its files are not checked.
+func byState(zk *keystore.ZoneKey, kv keystore.ZoneKeyVersion, ref verRef) (unreadable, notChecked string) {
+	switch st := zk.KeyState(); {
+	case st == keystore.StatePurged:
+		return fmt.Sprintf("key %s, which is purged: its material is destroyed", ref.name), ""
+	case kv.State == keystore.StateRetired && len(kv.Wrapped) > 0:
+		return fmt.Sprintf("%s, which is retired: its material is kept but never unwrapped", ref), ""
+	case kv.State == keystore.StateRetired:
+		return fmt.Sprintf("%s, which is retired and its material destroyed", ref), ""
+	case len(kv.Wrapped) == 0:
+		return fmt.Sprintf("%s (%s), which holds no wrapped material", ref, kv.State), ""
+	case st != keystore.StateActive:
+		return "", fmt.Sprintf("key %s is %s", ref.name, st)
+	}
+	return "", ""
+}
+
 // unwrapped counts the versions unwrapped, and returns the broken ones as problems.
 func (v *versions) outcome() (int, []Problem) {
 	v.mu.Lock()
@@ -89,7 +119,7 @@ func (v *versions) outcome() (int, []Problem) {
 		switch {
 		case s.broken != "":
 			ps = append(ps, Problem{Kind: KindZoneKey, Key: ref.String(), Detail: "does not unwrap: " + s.broken + "; its files were not checked"})
-		case !s.missing && s.fatal == nil:
+		case !s.missing && s.fatal == nil && s.unreadable == "" && s.notChecked == "":
 			n++
 		}
 	}
@@ -138,10 +168,13 @@ func (c *checker) checkKeys() error {
 // keyReport counts the files on each version of zk and reports what no one uses. A
 // key's newest version with no file is normal (right after a roll); an older active
 // one no file references can be retired. Versions are judged only when every zone of
-// the key was walked.
+// the key was walked; a deleted or purged key is never unused.
 func (c *checker) keyReport(zk *keystore.ZoneKey, zoneList []string, used map[verRef]int64, walked bool) KeyReport {
 	sort.Strings(zoneList)
-	kr := KeyReport{Name: zk.Name, Zones: zoneList}
+	kr := KeyReport{Name: zk.Name, State: zk.KeyState(), Zones: zoneList}
+	// A deleted or purged key is kept on purpose (recoverable, or its name reserved):
+	// its state is in the report, and nothing about it is a problem.
+	gone := kr.State == keystore.StateDeleted || kr.State == keystore.StatePurged
 	if kr.Zones == nil {
 		kr.Zones = []string{}
 	}
@@ -151,12 +184,12 @@ func (c *checker) keyReport(zk *keystore.ZoneKey, zoneList []string, used map[ve
 		vr := VersionReport{Version: kv.Version, State: kv.State, Latest: kv.Version == latest,
 			MainKey: kv.Main().String(), Files: used[ref]}
 		kr.Versions = append(kr.Versions, vr)
-		if len(zoneList) > 0 && walked && !vr.Latest && vr.Files == 0 && kv.State == keystore.StateActive {
+		if !gone && len(zoneList) > 0 && walked && !vr.Latest && vr.Files == 0 && kv.State == keystore.StateActive {
 			c.problem(Problem{Kind: KindUnusedVersion, Key: ref.String(),
 				Detail: fmt.Sprintf("no file references it (newest is %s@%d): it can be retired", zk.Name, latest)})
 		}
 	}
-	if len(zoneList) == 0 {
+	if !gone && len(zoneList) == 0 {
 		c.problem(Problem{Kind: KindUnusedKey, Key: zk.Name, Detail: "no zone uses this key"})
 	}
 	return kr

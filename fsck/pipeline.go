@@ -18,17 +18,19 @@ type item struct {
 
 // fileResult is what checking one entry found.
 type fileResult struct {
-	z        *zoneRun
-	other    bool // not a regular file: counted, never opened
-	gone     bool // removed or replaced since it was listed
-	link     bool // another name of an inode already checked
-	empty    bool
-	hasRef   bool
-	ref      verRef
-	bytes    int64
-	problems []Problem
-	walkErr  bool  // the zone could not be walked to its end
-	fatal    error // the run cannot go on (a key provider failed)
+	z     *zoneRun
+	other bool // not a regular file: counted, never opened
+	gone  bool // removed or replaced since it was listed
+	link  bool // another name of an inode already checked
+	empty bool
+	// notChecked: its key is disabled or deleted (counted, not checked).
+	notChecked bool
+	hasRef     bool
+	ref        verRef
+	bytes      int64
+	problems   []Problem
+	walkErr    bool  // the zone could not be walked to its end
+	fatal      error // the run cannot go on (a key provider failed)
 }
 
 // checkFiles walks every zone whose root is its own and checks its entries in
@@ -121,6 +123,7 @@ func (c *checker) collect(results <-chan fileResult) error {
 		c.rep.Links += z.rep.Links
 		c.rep.Others += z.rep.Others
 		c.rep.Bytes += z.rep.Bytes
+		c.rep.NotChecked += z.rep.NotChecked
 	}
 	return nil
 }
@@ -143,6 +146,9 @@ func (c *checker) add(r fileResult) {
 		zr.Bytes += r.bytes
 		if r.empty {
 			zr.Empty++
+		}
+		if r.notChecked {
+			zr.NotChecked++
 		}
 		if r.hasRef {
 			if r.z.used == nil {

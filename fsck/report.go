@@ -23,8 +23,9 @@ const (
 	// A regular file in a zone without an EDEK: stored in the clear, put on the
 	// backing disk directly.
 	KindPlaintext Kind = "plaintext"
-	// An EDEK that does not parse, names a key version the keystore does not have,
-	// or does not open (tampered, or from another file or zone).
+	// An EDEK that does not parse, names a key version the keystore does not have
+	// or may never unwrap (retired, or its key purged), or does not open (tampered,
+	// or from another file or zone).
 	KindBadEDEK Kind = "bad-edek"
 	// The content header is not an ezfs header, or names another file than the EDEK.
 	KindBadHeader Kind = "bad-header"
@@ -89,6 +90,9 @@ type ZoneReport struct {
 	Links  int64 `json:"links"`
 	Empty  int64 `json:"empty"`
 	Others int64 `json:"others"`
+	// NotChecked counts the files among Files whose key is disabled or deleted: fsck
+	// does not unwrap it, so their EDEKs and contents are not checked.
+	NotChecked int64 `json:"not_checked"`
 	// Bytes is the plaintext size of the files' intact contents.
 	Bytes int64 `json:"bytes"`
 	// Versions counts files per key version, as "name@N" (a file in EDEK format v1
@@ -107,7 +111,9 @@ type VersionReport struct {
 
 // KeyReport is one zone key with its versions and the zones using it.
 type KeyReport struct {
-	Name     string          `json:"name"`
+	Name string `json:"name"`
+	// State is the key's lifecycle state: active, disabled, deleted or purged.
+	State    string          `json:"state"`
 	Zones    []string        `json:"zones"`
 	Versions []VersionReport `json:"versions"`
 }
@@ -125,6 +131,8 @@ type Report struct {
 	Links  int64 `json:"links"`
 	Others int64 `json:"others"`
 	Bytes  int64 `json:"bytes"`
+	// NotChecked counts the files whose key is disabled or deleted (ZoneReport).
+	NotChecked int64 `json:"not_checked"`
 	// Unwraps counts the zone key versions unwrapped: one per version in use.
 	Unwraps  int       `json:"unwraps"`
 	Problems []Problem `json:"problems"`
