@@ -248,3 +248,28 @@ func TestKeyStates(t *testing.T) {
 		t.Errorf("key states %v", states)
 	}
 }
+
+// TestPrintable (review P2-14): a name from the disk with a newline, an escape sequence
+// or invalid UTF-8 is quoted in a problem's text line, so it cannot forge report lines;
+// a printable one is left as it is.
+func TestPrintable(t *testing.T) {
+	cases := []struct{ path, want string }{
+		{"zone/plain name.txt", "plaintext: /zone/plain name.txt: d"},
+		{"zone/x\nplaintext: /zone/forged", `plaintext: "/zone/x\nplaintext: /zone/forged": d`},
+		{"zone/\x1b[2Kgone", `plaintext: "/zone/\x1b[2Kgone": d`},
+		{"zone/\xff", `plaintext: "/zone/\xff": d`},
+		{"zone/ünïcode", "plaintext: /zone/ünïcode: d"},
+	}
+	for _, c := range cases {
+		got := fsck.Problem{Kind: fsck.KindPlaintext, Path: c.path, Detail: "d"}.String()
+		if got != c.want || strings.ContainsAny(got, "\n\x1b") {
+			t.Errorf("%q: %s, want %s", c.path, got, c.want)
+		}
+	}
+	if got := fsck.Printable(`"quoted"`); got != `"\"quoted\""` {
+		t.Errorf("a name starting with a quote: %s", got)
+	}
+	if got := (fsck.Problem{Kind: fsck.KindBadEDEK, Path: "z/f", Detail: "open z/a\nb: no"}).String(); strings.Contains(got, "\n") {
+		t.Errorf("a detail naming a file: %q", got)
+	}
+}
