@@ -90,6 +90,10 @@ func (f *fileCheck) open() bool {
 // cannot (the reason is a problem, or the run's fatal error).
 func (f *fileCheck) openEDEK() ([]byte, *crypto.EDEK) {
 	rec, err := zones.ReadEDEK(f.fd)
+	if errors.Is(err, zones.ErrNoEDEK) && f.st.Size == 0 {
+		f.problem(KindInterruptedCreate, "an empty file without an EDEK (%s): a create cut short by a crash; it holds no data, and the mount answers EIO on its open: remove it", zones.XattrEDEK)
+		return nil, nil
+	}
 	if errors.Is(err, zones.ErrNoEDEK) {
 		f.problem(KindPlaintext, "no EDEK (%s): %d bytes stored in the clear, put on the backing disk directly", zones.XattrEDEK, f.st.Size)
 		return nil, nil

@@ -273,3 +273,23 @@ func TestPrintable(t *testing.T) {
 		t.Errorf("a detail naming a file: %q", got)
 	}
 }
+
+// TestInterruptedCreate (review P3-15): an empty file without an EDEK is a create cut
+// short, not data stored in the clear; a non-empty one is plaintext. Neither is touched.
+func TestInterruptedCreate(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 1, []byte("sealed"))
+	zone := filepath.Join(fx.Backing, fx.ZonePath)
+	for name, b := range map[string][]byte{"cut": nil, "clear": []byte("in the clear")} {
+		if err := os.WriteFile(filepath.Join(zone, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, _ := check(t, fx, fsck.Options{Repair: true})
+	if want := "interrupted-create zone/cut, plaintext zone/clear"; kinds(rep) != want || rep.Repaired != 0 || rep.Clean() {
+		t.Errorf("problems %s (%d repaired), want %s, none repaired", kinds(rep), rep.Repaired, want)
+	}
+	if _, err := os.Stat(filepath.Join(zone, "cut")); err != nil {
+		t.Errorf("the empty file: %v", err)
+	}
+}

@@ -26,6 +26,10 @@ const (
 	// A regular file in a zone without an EDEK: stored in the clear, put on the
 	// backing disk directly.
 	KindPlaintext Kind = "plaintext"
+	// An empty regular file in a zone without an EDEK: a create cut short by a crash
+	// between the file and its EDEK. It holds no data, but the mount answers EIO on
+	// its open: remove it. Not repaired (fsck writes no EDEK and deletes nothing).
+	KindInterruptedCreate Kind = "interrupted-create"
 	// An EDEK that does not parse, names a key version the keystore does not have
 	// or may never unwrap (retired, or its key purged), or does not open (tampered,
 	// or from another file or zone).
