@@ -88,6 +88,34 @@ func TestHeader(t *testing.T) {
 	}
 }
 
+// TestTornHeader: a file shorter than the header is a torn write only when its bytes
+// are a strict prefix of the header its EDEK's file ID gives.
+func TestTornHeader(t *testing.T) {
+	id, other := FileID{1, 2, 3}, FileID{9, 9, 9}
+	h, ho := Header(id), Header(other)
+	junk := append([]byte("EZFX"), h[4:]...)
+	cases := []struct {
+		name string
+		b    []byte
+		want error // nil: torn
+	}{
+		{"1 byte", h[:1], nil},
+		{"magic and version", h[:6], nil},
+		{"all but one byte", h[:HeaderSize-1], nil},
+		{"another file's header cut short", ho[:HeaderSize-1], ErrAuth},
+		{"not a header", []byte("hello"), ErrFormat},
+		{"bad magic", junk[:10], ErrFormat},
+		{"no byte", nil, ErrFormat},
+		{"a whole header", h, ErrFormat},
+	}
+	for _, c := range cases {
+		err := CheckTornHeader(c.b, id)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
 func TestZoneKeyWrap(t *testing.T) {
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

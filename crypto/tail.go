@@ -1,6 +1,10 @@
 package crypto
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+	"fmt"
+)
 
 // IntactSize returns the plaintext size of the longest start of a file of size
 // plaintext bytes (IntactPlainSize of its backing size) that ends in a block that
@@ -34,4 +38,24 @@ func (c *ContentCipher) IntactSize(read func(b []byte, off int64) error, size in
 		}
 	}
 	return size, false, nil
+}
+
+// CheckTornHeader judges a backing file shorter than the header, b being all of it
+// (0 < len(b) < HeaderSize). The header goes to the disk in one write with the first
+// block, so a crash inside that write can leave only a strict prefix of file id's
+// header: nil, a torn tail (the file holds no byte yet; what is left may be cut).
+// Anything else is not what a crash leaves: ErrFormat (ErrAuth when it is another
+// file's header cut short), and nobody may cut it away, neither the daemon nor fsck.
+func CheckTornHeader(b []byte, id FileID) error {
+	if len(b) == 0 || len(b) >= HeaderSize {
+		return fmt.Errorf("%d bytes are not a content header cut short: %w", len(b), ErrFormat)
+	}
+	h := Header(id)
+	if bytes.Equal(b, h[:len(b)]) {
+		return nil
+	}
+	if n := min(len(b), len(h)-FileIDSize); bytes.Equal(b[:n], h[:n]) {
+		return fmt.Errorf("a content header cut short names another file: %w", ErrAuth)
+	}
+	return fmt.Errorf("%d bytes, not the start of an ezfs content header: %w", len(b), ErrFormat)
 }

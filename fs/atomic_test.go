@@ -180,6 +180,7 @@ func testTornTail(t *testing.T, blocks int64) {
 		tear   func(t *testing.T, n *node, fd int) // from a file of size bytes
 		intact int64
 	}{
+		{"the header cut short", func(t *testing.T, n *node, fd int) { cut(t, fd, crypto.HeaderSize-5) }, 0},
 		{"1 byte past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+1) }, blocks * bs},
 		{"28 bytes past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+28) }, blocks * bs},
 		{"a full block cut to 3,000 bytes", func(t *testing.T, n *node, fd int) {
@@ -235,6 +236,27 @@ func testTornTail(t *testing.T, blocks int64) {
 			checkRead(t, n, fd, append(want, more...))
 			if n.torn {
 				t.Error("torn again after the append")
+			}
+		})
+	}
+}
+
+// TestShortNotTorn: a file shorter than the header whose bytes are not a prefix of its
+// own header (another file's, or not ezfs at all) is not a torn write: the open fails
+// (EIO) and the file is left as it is, never cut.
+func TestShortNotTorn(t *testing.T) {
+	other := crypto.Header(crypto.FileID{0xee})
+	for name, b := range map[string][]byte{"another file's header": other[:crypto.HeaderSize-1], "not ezfs": []byte("plain text")} {
+		t.Run(name, func(t *testing.T) {
+			n, fd, _ := newTestNode(t)
+			if err := pwriteFull(fd, b, 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := readHead(fd, int64(len(b)), n.cc.FileID()); err == nil {
+				t.Fatalf("readHead of %q: no error, want one (EIO)", b)
+			}
+			if got := backingOf(t, fd); !bytes.Equal(got, b) {
+				t.Errorf("backing file changed: %q", got)
 			}
 		})
 	}

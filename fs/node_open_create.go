@@ -120,7 +120,8 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 
 // readHead reads the start of a zone file of size backing bytes and checks its header
 // against the file ID of its EDEK: the header and, for a file of one block, the last
-// block, which loading needs too, in one read.
+// block, which loading needs too, in one read. A file shorter than the header is
+// judged by crypto.CheckTornHeader (no head: it holds no byte).
 func readHead(fd int, size int64, id crypto.FileID) ([]byte, error) {
 	if size == 0 {
 		return nil, nil
@@ -132,7 +133,9 @@ func readHead(fd int, size int64, id crypto.FileID) ([]byte, error) {
 	}
 	head = head[:k]
 	if len(head) < crypto.HeaderSize {
-		return nil, crypto.CheckHeader(head, id)
+		// A strict prefix of its header is a first write torn by a crash: the file
+		// opens empty, torn (cut at the next change); anything else answers EIO.
+		return nil, crypto.CheckTornHeader(head, id)
 	}
 	return head, crypto.CheckHeader(head[:crypto.HeaderSize], id)
 }

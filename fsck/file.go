@@ -90,6 +90,10 @@ func (f *fileCheck) open() bool {
 // cannot (the reason is a problem, or the run's fatal error).
 func (f *fileCheck) openEDEK() ([]byte, *crypto.EDEK) {
 	rec, err := zones.ReadEDEK(f.fd)
+	if errors.Is(err, zones.ErrNoEDEK) && f.st.Size == 0 {
+		f.problem(KindInterruptedCreate, "an empty file without an EDEK (%s): a create cut short by a crash; it holds no data, and the mount answers EIO on its open: remove it", zones.XattrEDEK)
+		return nil, nil
+	}
 	if errors.Is(err, zones.ErrNoEDEK) {
 		f.problem(KindPlaintext, "no EDEK (%s): %d bytes stored in the clear, put on the backing disk directly", zones.XattrEDEK, f.st.Size)
 		return nil, nil
@@ -115,7 +119,7 @@ func (f *fileCheck) openEDEK() ([]byte, *crypto.EDEK) {
 		f.problem(KindBadEDEK, "the EDEK names key version %s, which the keystore does not have", ref)
 		return nil, nil
 	case s.unreadable != "":
-		f.problem(KindBadEDEK, "the EDEK is under %s: unreadable", s.unreadable)
+		f.problem(KindBadEDEK, "unreadable: the EDEK is under %s", s.unreadable)
 		return nil, nil
 	case s.notChecked != "":
 		f.res.notChecked = true
@@ -132,9 +136,19 @@ func (f *fileCheck) openEDEK() ([]byte, *crypto.EDEK) {
 }
 
 // header checks that the content header names the file the EDEK does; false if the
-// contents cannot be checked further. A header cut short is a torn tail.
+// contents cannot be checked further. A file shorter than the header is a torn tail
+// only if it is a prefix of the header (crypto.CheckTornHeader, the daemon's rule).
 func (f *fileCheck) header(e *crypto.EDEK) bool {
 	if f.st.Size < crypto.HeaderSize {
+		b := make([]byte, f.st.Size)
+		if err := fs.ReadFull(f.fd, b, 0); err != nil {
+			f.problem(KindUnreadable, "read the header: %v", err)
+			return false
+		}
+		if err := crypto.CheckTornHeader(b, e.FileID); err != nil {
+			f.problem(KindBadHeader, "%d bytes, shorter than a content header and not the start of this file's, so not a torn write (never cut): %v", f.st.Size, err)
+			return false
+		}
 		return true
 	}
 	var h [crypto.HeaderSize]byte

@@ -122,10 +122,11 @@ func TestVersions(t *testing.T) {
 	}
 }
 
-// Torn tails of each shape are found and cut to the last intact block.
+// Torn tails of each shape are found and cut to the last intact block; a file shorter
+// than the header that is not a prefix of its own header is bad-header, never cut.
 func TestTornTails(t *testing.T) {
 	fx := zonetest.New(t, "k")
-	fx.AddFiles(t, 4, make([]byte, 5000))
+	fx.AddFiles(t, 5, make([]byte, 5000))
 	f := func(i int) string {
 		return filepath.Join(fx.Backing, fx.ZonePath, "d00"+string(rune('0'+i)), "f00000"+string(rune('0'+i)))
 	}
@@ -138,7 +139,8 @@ func TestTornTails(t *testing.T) {
 		sizes = append(sizes, st.Size())
 	}
 	// 0: a new tail of the last block written past it; 1: a few bytes past the last
-	// block (too few to be one); 2: the header cut short; 3 stays whole.
+	// block (too few to be one); 2: the header cut short; 3 stays whole; 4: 7 bytes
+	// that are not its header's first (not a torn write).
 	appendTo(t, f(0), make([]byte, 100))
 	appendTo(t, f(1), make([]byte, 10))
 	if err := os.Truncate(f(1), sizes[1]-932+10); err != nil { // whole block 0, 10 bytes of block 1
@@ -147,17 +149,20 @@ func TestTornTails(t *testing.T) {
 	if err := os.Truncate(f(2), 7); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(f(4), []byte("EZFS\x00\x02x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	rep, _ := check(t, fx, fsck.Options{Repair: true})
-	want := "torn-tail zone/d000/f000000, torn-tail zone/d001/f000001, torn-tail zone/d002/f000002"
+	want := "bad-header zone/d004/f000004, torn-tail zone/d000/f000000, torn-tail zone/d001/f000001, torn-tail zone/d002/f000002"
 	if kinds(rep) != want || rep.Repaired != 3 {
 		t.Fatalf("problems %s (%d repaired), want %s", kinds(rep), rep.Repaired, want)
 	}
-	for i, want := range []int64{sizes[0], 22 + 4124, 0, sizes[3]} {
+	for i, want := range []int64{sizes[0], 22 + 4124, 0, sizes[3], 7} {
 		if st, err := os.Stat(f(i)); err != nil || st.Size() != want {
 			t.Errorf("file %d after repair: size %d (%v), want %d", i, st.Size(), err, want)
 		}
 	}
-	if rep, _ := check(t, fx, fsck.Options{Full: true}); kinds(rep) != "" {
+	if rep, _ := check(t, fx, fsck.Options{Full: true}); kinds(rep) != "bad-header zone/d004/f000004" {
 		t.Errorf("after repair: %s", kinds(rep))
 	}
 }
@@ -171,5 +176,120 @@ func appendTo(t *testing.T, p string, b []byte) {
 	defer fh.Close()
 	if _, err := fh.Write(b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKeyStates (review P0-3, P1-6): files under a retired version (its material kept
+// or destroyed) or a purged key are bad-edek each; files under a disabled or deleted
+// key are counted, not checked, and nothing is unwrapped for them; a deleted or purged
+// key is never unused. None of it stops the run.
+func TestKeyStates(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 2, []byte("on k@1"))
+	for _, name := range []string{"soft", "dis", "del", "pur", "spare-del", "spare-pur"} {
+		if _, err := fx.Store.CreateZoneKey(name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fx.AddFilesUnder(t, 1, "soft", []byte("on soft@1"))
+	for _, name := range []string{"k", "soft"} {
+		if _, err := fx.Store.RollZoneKey(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fx.AddFiles(t, 1, []byte("on k@2")) // over d000/f000000: k@1 keeps one file
+	for _, name := range []string{"dis", "del", "pur"} {
+		fx.AddFilesUnder(t, 1, name, []byte("under "+name))
+	}
+	// A soft retire (material kept), as the other retire will make them: retire, then
+	// put the material back.
+	soft, _ := fx.Store.ZoneKey("soft")
+	v1 := soft.Versions[0]
+	for _, r := range []struct {
+		name string
+		v    uint32
+	}{{"k", 1}, {"soft", 1}} {
+		if _, err := fx.Store.RetireZoneKeyVersion(r.name, r.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fx.Store.SetZoneKeyWrap("soft", 1, v1.Main(), v1.Main(), v1.Wrapped); err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string][]keystore.LifecycleOp{"dis": {keystore.OpDisable}, "del": {keystore.OpDelete},
+		"pur": {keystore.OpDelete, keystore.OpPurge}, "spare-del": {keystore.OpDelete}, "spare-pur": {keystore.OpDelete, keystore.OpPurge}}
+	for name, list := range ops {
+		for _, op := range list {
+			if _, err := fx.Store.ChangeKeyState(name, op, keystore.LifecycleOptions{Force: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rep, unwraps := check(t, fx, fsck.Options{Full: true})
+	want := "bad-edek zone/d000/pur000000, bad-edek zone/d000/soft000000, bad-edek zone/d001/f000001, unused-key dis, unused-key soft"
+	if kinds(rep) != want {
+		t.Errorf("problems %s, want %s", kinds(rep), want)
+	}
+	for _, p := range rep.Problems {
+		if p.Kind == fsck.KindBadEDEK && (!strings.Contains(p.Detail, "unreadable") ||
+			strings.HasSuffix(p.Path, "soft000000") != strings.Contains(p.Detail, "material is kept")) {
+			t.Errorf("%s: %s", p.Path, p.Detail)
+		}
+	}
+	if rep.Files != 6 || rep.NotChecked != 2 || rep.Zones[0].NotChecked != 2 || unwraps != 1 || rep.Unwraps != 1 {
+		t.Errorf("files %d, not checked %d (zone %d), unwraps %d (report %d); want 6, 2, 2, 1, 1",
+			rep.Files, rep.NotChecked, rep.Zones[0].NotChecked, unwraps, rep.Unwraps)
+	}
+	states := map[string]string{}
+	for _, k := range rep.Keys {
+		states[k.Name] = k.State
+	}
+	if states["dis"] != "disabled" || states["del"] != "deleted" || states["pur"] != "purged" || states["k"] != "active" {
+		t.Errorf("key states %v", states)
+	}
+}
+
+// TestPrintable (review P2-14): a name from the disk with a newline, an escape sequence
+// or invalid UTF-8 is quoted in a problem's text line, so it cannot forge report lines;
+// a printable one is left as it is.
+func TestPrintable(t *testing.T) {
+	cases := []struct{ path, want string }{
+		{"zone/plain name.txt", "plaintext: /zone/plain name.txt: d"},
+		{"zone/x\nplaintext: /zone/forged", `plaintext: "/zone/x\nplaintext: /zone/forged": d`},
+		{"zone/\x1b[2Kgone", `plaintext: "/zone/\x1b[2Kgone": d`},
+		{"zone/\xff", `plaintext: "/zone/\xff": d`},
+		{"zone/ünïcode", "plaintext: /zone/ünïcode: d"},
+	}
+	for _, c := range cases {
+		got := fsck.Problem{Kind: fsck.KindPlaintext, Path: c.path, Detail: "d"}.String()
+		if got != c.want || strings.ContainsAny(got, "\n\x1b") {
+			t.Errorf("%q: %s, want %s", c.path, got, c.want)
+		}
+	}
+	if got := fsck.Printable(`"quoted"`); got != `"\"quoted\""` {
+		t.Errorf("a name starting with a quote: %s", got)
+	}
+	if got := (fsck.Problem{Kind: fsck.KindBadEDEK, Path: "z/f", Detail: "open z/a\nb: no"}).String(); strings.Contains(got, "\n") {
+		t.Errorf("a detail naming a file: %q", got)
+	}
+}
+
+// TestInterruptedCreate (review P3-15): an empty file without an EDEK is a create cut
+// short, not data stored in the clear; a non-empty one is plaintext. Neither is touched.
+func TestInterruptedCreate(t *testing.T) {
+	fx := zonetest.New(t, "k")
+	fx.AddFiles(t, 1, []byte("sealed"))
+	zone := filepath.Join(fx.Backing, fx.ZonePath)
+	for name, b := range map[string][]byte{"cut": nil, "clear": []byte("in the clear")} {
+		if err := os.WriteFile(filepath.Join(zone, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, _ := check(t, fx, fsck.Options{Repair: true})
+	if want := "interrupted-create zone/cut, plaintext zone/clear"; kinds(rep) != want || rep.Repaired != 0 || rep.Clean() {
+		t.Errorf("problems %s (%d repaired), want %s, none repaired", kinds(rep), rep.Repaired, want)
+	}
+	if _, err := os.Stat(filepath.Join(zone, "cut")); err != nil {
+		t.Errorf("the empty file: %v", err)
 	}
 }

@@ -96,13 +96,13 @@ func (v *versions) unwrap(ctx context.Context, ref verRef, s *verState) {
 func byState(zk *keystore.ZoneKey, kv keystore.ZoneKeyVersion, ref verRef) (unreadable, notChecked string) {
 	switch st := zk.KeyState(); {
 	case st == keystore.StatePurged:
-		return fmt.Sprintf("key %s is purged: its material is destroyed", ref.name), ""
+		return fmt.Sprintf("key %s, which is purged: its material is destroyed", ref.name), ""
 	case kv.State == keystore.StateRetired && len(kv.Wrapped) > 0:
-		return fmt.Sprintf("%s is retired: its material is kept but never unwrapped", ref), ""
+		return fmt.Sprintf("%s, which is retired: its material is kept but never unwrapped", ref), ""
 	case kv.State == keystore.StateRetired:
-		return fmt.Sprintf("%s is retired and its material destroyed", ref), ""
+		return fmt.Sprintf("%s, which is retired and its material destroyed", ref), ""
 	case len(kv.Wrapped) == 0:
-		return fmt.Sprintf("%s (%s) holds no wrapped material", ref, kv.State), ""
+		return fmt.Sprintf("%s (%s), which holds no wrapped material", ref, kv.State), ""
 	case st != keystore.StateActive:
 		return "", fmt.Sprintf("key %s is %s", ref.name, st)
 	}

@@ -3,6 +3,9 @@ package fsck
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // Kind names a problem; the names are part of the --json output.
@@ -23,6 +26,10 @@ const (
 	// A regular file in a zone without an EDEK: stored in the clear, put on the
 	// backing disk directly.
 	KindPlaintext Kind = "plaintext"
+	// An empty regular file in a zone without an EDEK: a create cut short by a crash
+	// between the file and its EDEK. It holds no data, but the mount answers EIO on
+	// its open: remove it. Not repaired (fsck writes no EDEK and deletes nothing).
+	KindInterruptedCreate Kind = "interrupted-create"
 	// An EDEK that does not parse, names a key version the keystore does not have
 	// or may never unwrap (retired, or its key purged), or does not open (tampered,
 	// or from another file or zone).
@@ -61,15 +68,14 @@ type Problem struct {
 	Repaired bool `json:"repaired,omitempty"`
 }
 
-// String is the problem as one line of text.
+// String is the problem as one line of text; the path, key and detail as Printable
+// gives them, so that a name on the disk cannot forge report lines.
 func (p Problem) String() string {
-	what := p.Path
-	if what == "" && p.Key != "" {
-		what = "key " + p.Key
-	} else {
-		what = "/" + what
+	what := Printable("/" + p.Path)
+	if p.Path == "" && p.Key != "" {
+		what = "key " + Printable(p.Key)
 	}
-	s := fmt.Sprintf("%s: %s: %s", p.Kind, what, p.Detail)
+	s := fmt.Sprintf("%s: %s: %s", p.Kind, what, Printable(p.Detail))
 	if p.Repaired {
 		s += " [repaired]"
 	}
@@ -159,4 +165,21 @@ func sortProblems(ps []Problem) {
 		}
 		return ps[i].Kind < ps[j].Kind
 	})
+}
+
+// Printable is s for a text report: as it is when every rune of it is printable (as
+// strconv.IsPrint says: no control characters, newlines or escape sequences, no
+// invalid UTF-8) and it does not start with a double quote, else quoted with
+// strconv.Quote. Names come from the disk, where anyone who can write a zone can
+// choose them.
+func Printable(s string) string {
+	if strings.HasPrefix(s, `"`) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

@@ -280,3 +280,112 @@ func appendBytes(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// fsckText runs ezfs fsck (text report) with args and returns its stdout and exit
+// status; a non-zero exit comes with a one-line message.
+func fsckText(t *testing.T, extra []string, args ...string) (string, int) {
+	t.Helper()
+	out, errOut, err := ezfsEnv(extra, append([]string{"fsck"}, args...)...)
+	code := exitCode(err)
+	if msg := strings.TrimSpace(errOut); code != 0 && (strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "ezfs: ")) {
+		t.Errorf("ezfs fsck %s: exit %d without a one-line message: %q", strings.Join(args, " "), code, errOut)
+	}
+	return out, code
+}
+
+// TestFsckExitCodes (review P0-3, P3-15): fsck's exit codes 0, 1 and 2, in text and
+// --json; a disabled key's files are not checked and still exit 0; a file under a
+// retired version (an old copy put back) is a problem, not a failure to check; an empty
+// file without an EDEK (a create cut short) is its own problem, which the mount answers
+// EIO for and which goes once removed.
+func TestFsckExitCodes(t *testing.T) {
+	e := newEnv(t)
+	a, d, r := e.zone("a", "ka"), e.zone("d", "kd"), e.zone("r", "kr")
+	for _, p := range []string{filepath.Join(a, "f"), filepath.Join(d, "f"), filepath.Join(r, "old")} {
+		if err := os.WriteFile(p, []byte("contents of "+p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A copy of r/old on kr@1, put back once kr@1 is retired.
+	old := e.backingOf(filepath.Join(r, "old"))
+	oldData, err := os.ReadFile(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldEDEK := rawEDEK(t, old)
+	e.run("key", "roll", "--mount", e.mnt, "kr")
+	if err := os.Remove(filepath.Join(r, "old")); err != nil {
+		t.Fatal(err)
+	}
+	e.run("key", "retire", "kr@1", "--mount", e.mnt)
+	e.run("key", "disable", "kd", "--mount", e.mnt)
+	e.umount()
+
+	out, code := fsckText(t, nil, e.backing)
+	if code != 0 || !strings.Contains(out, "\nclean\n") || !strings.Contains(out, "1 files not checked: their key is disabled") {
+		t.Errorf("a disabled key: exit %d, want 0, clean, 1 file not checked:\n%s", code, out)
+	}
+	rep, code := runFsck(t, nil, e.backing)
+	if code != 0 || rep.NotChecked != 1 || zoneReport(t, rep, "d").NotChecked != 1 {
+		t.Errorf("a disabled key, --json: exit %d, not checked %d; want 0, 1", code, rep.NotChecked)
+	}
+	for _, k := range rep.Keys {
+		if k.Name == "kd" && k.State != "disabled" {
+			t.Errorf("key kd: state %q, want disabled", k.State)
+		}
+	}
+
+	// Problems: exit 1, in text as in --json.
+	if err := os.WriteFile(old, oldData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(old, "user.ezfs.edek", oldEDEK, 0); err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(e.backing, "a", "cut")
+	if err := os.WriteFile(cut, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	appendBytes(t, filepath.Join(e.backing, "a", "f"), []byte("torn"))
+	if out, code := fsckText(t, nil, e.backing); code != 1 || !strings.Contains(out, "interrupted-create: /a/cut") {
+		t.Errorf("problems: exit %d, want 1:\n%s", code, out)
+	}
+	rep, code = runFsck(t, nil, "--repair", e.backing)
+	wantProblems(t, "problems, repair", rep, "bad-edek r/old", "interrupted-create a/cut", "torn-tail a/f repaired")
+	if code != 1 {
+		t.Errorf("problems left after --repair: exit %d, want 1", code)
+	}
+	for _, p := range rep.Problems {
+		if p.Path == "r/old" && !strings.Contains(p.Detail, "kr@1, which is retired") {
+			t.Errorf("r/old: %s", p.Detail)
+		}
+	}
+
+	// The mount answers EIO for the cut create; once it and the old copy are removed,
+	// exit 0.
+	e.mount()
+	if _, err := os.ReadFile(filepath.Join(a, "cut")); errnoOf(err) != unix.EIO {
+		t.Errorf("open of a/cut through the mount: %v, want EIO", err)
+	}
+	for _, p := range []string{filepath.Join(a, "cut"), filepath.Join(r, "old")} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.umount()
+	appendBytes(t, filepath.Join(e.backing, "a", "f"), []byte("torn again"))
+	if _, code := fsckText(t, nil, "--repair", e.backing); code != 0 {
+		t.Errorf("every problem repaired: exit %d, want 0", code)
+	}
+	if _, code := fsckText(t, nil, e.backing); code != 0 {
+		t.Errorf("after repair: exit %d, want 0", code)
+	}
+
+	// Could not check: exit 2.
+	if _, code := fsckText(t, []string{"EZFS_PASSPHRASE=not the passphrase"}, e.backing); code != 2 {
+		t.Errorf("a wrong passphrase: exit %d, want 2", code)
+	}
+	if _, code := fsckText(t, nil, tempDir(t)); code != 2 {
+		t.Errorf("no keystore: exit %d, want 2", code)
+	}
+}

@@ -108,7 +108,7 @@ func cmdFsck(c *cli.Context) error {
 // problem on a line of its own.
 func printFsck(r *fsck.Report) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ZONE\tKEY\tFILES\tLINKS\tEMPTY\tOTHER\tBYTES\tVERSIONS")
+	fmt.Fprintln(w, "ZONE\tKEY\tFILES\tLINKS\tEMPTY\tOTHER\tNOT CHECKED\tBYTES\tVERSIONS")
 	for _, z := range r.Zones {
 		var names []string
 		for kv := range z.Versions {
@@ -117,12 +117,13 @@ func printFsck(r *fsck.Report) {
 		sort.Strings(names)
 		vs := ""
 		for _, kv := range names {
-			vs += fmt.Sprintf("%s:%d ", kv, z.Versions[kv])
+			vs += fmt.Sprintf("%s:%d ", fsck.Printable(kv), z.Versions[kv])
 		}
 		if !z.Checked {
 			vs = "(not checked)"
 		}
-		fmt.Fprintf(w, "/%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", z.Path, z.Key, z.Files, z.Links, z.Empty, z.Others, z.Bytes, vs)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", fsck.Printable("/"+z.Path), fsck.Printable(z.Key),
+			z.Files, z.Links, z.Empty, z.Others, z.NotChecked, z.Bytes, vs)
 	}
 	w.Flush()
 	fmt.Println()
@@ -133,7 +134,11 @@ func printFsck(r *fsck.Report) {
 			if v.Latest {
 				latest = " (newest)"
 			}
-			fmt.Fprintf(w, "%s@%d%s\t%s\t%s\t%d\n", k.Name, v.Version, latest, v.State, v.MainKey, v.Files)
+			state := v.State
+			if k.State != keystore.StateActive {
+				state += ", key " + k.State
+			}
+			fmt.Fprintf(w, "%s@%d%s\t%s\t%s\t%d\n", fsck.Printable(k.Name), v.Version, latest, state, v.MainKey, v.Files)
 		}
 	}
 	w.Flush()
@@ -143,6 +148,9 @@ func printFsck(r *fsck.Report) {
 	}
 	fmt.Printf("\n%d files (%d more names), %d other entries, %d bytes in %d zones; %s checked; %d zone key versions unwrapped; %.1f s (%.0f files/s)\n",
 		r.Files, r.Links, r.Others, r.Bytes, len(r.Zones), mode, r.Unwraps, r.Seconds, r.Rate)
+	if r.NotChecked > 0 {
+		fmt.Printf("%d files not checked: their key is disabled or deleted (to check them: enable the key, a deleted one after key recover, and run fsck again)\n", r.NotChecked)
+	}
 	if len(r.Problems) == 0 {
 		fmt.Println("clean")
 		return

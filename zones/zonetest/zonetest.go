@@ -86,7 +86,42 @@ func New(tb testing.TB, key string) *Fixture {
 // contents (none: empty files) sealed under its own data key.
 func (f *Fixture) AddFiles(tb testing.TB, n int, contents []byte) {
 	tb.Helper()
-	ctx := context.Background()
+	f.add(tb, n, "f", contents, func() ([]byte, []byte, crypto.FileID, error) {
+		return f.Keys.NewFileKey(context.Background(), f.Zone)
+	})
+}
+
+// AddFilesUnder writes n files named d000/KEY000000, ... into the zone, as AddFiles,
+// with EDEK records in format v1 naming the latest version of zone key key (which
+// need not be the zone's): as an older ezfs wrote them before a key set.
+func (f *Fixture) AddFilesUnder(tb testing.TB, n int, key string, contents []byte) {
+	tb.Helper()
+	version, err := f.Store.LatestVersion(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.add(tb, n, key, contents, func() (dek, rec []byte, id crypto.FileID, err error) {
+		if id, err = crypto.NewFileID(); err != nil {
+			return nil, nil, id, err
+		}
+		if dek, err = crypto.NewDEK(); err != nil {
+			return nil, nil, id, err
+		}
+		err = f.Keys.Ring.WithZoneKey(context.Background(), key, version, func(zk []byte) error {
+			e, err := crypto.SealDEKFormat(crypto.EDEKv1, zk, f.Zone.ID, key, version, id, dek)
+			if err == nil {
+				rec, err = e.MarshalBinary()
+			}
+			return err
+		})
+		return dek, rec, id, err
+	})
+}
+
+// add writes n files named dNNN/PREFIXnnnnnn with contents under the data keys newKey
+// makes.
+func (f *Fixture) add(tb testing.TB, n int, prefix string, contents []byte, newKey func() ([]byte, []byte, crypto.FileID, error)) {
+	tb.Helper()
 	for i := 0; i < n; i++ {
 		dir := filepath.Join(f.Backing, f.ZonePath, fmt.Sprintf("d%03d", i%1000))
 		if i < 1000 {
@@ -94,7 +129,7 @@ func (f *Fixture) AddFiles(tb testing.TB, n int, contents []byte) {
 				tb.Fatal(err)
 			}
 		}
-		dek, rec, id, err := f.Keys.NewFileKey(ctx, f.Zone)
+		dek, rec, id, err := newKey()
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -103,7 +138,7 @@ func (f *Fixture) AddFiles(tb testing.TB, n int, contents []byte) {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		p := filepath.Join(dir, fmt.Sprintf("f%06d", i))
+		p := filepath.Join(dir, fmt.Sprintf("%s%06d", prefix, i))
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			tb.Fatal(err)
 		}
