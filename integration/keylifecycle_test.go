@@ -156,33 +156,62 @@ func TestKeyDeleteRecoverPurge(t *testing.T) {
 }
 
 // TestKeyRetireVersion (issue 15, criterion 3): a version is retired only when a fresh
-// scan finds no file on it (not the last job's counts), never the latest; the files
-// still read afterwards.
+// scan finds no file on it (not the last job's counts), no job runs on the key's zones
+// and no open file is on it (unlinked or O_TMPFILE files, which the scan cannot see),
+// never the latest; the files still read afterwards. Retire is soft: a file on the
+// retired version found later reads again after 'key recover NAME@N'; 'key purge
+// NAME@N' destroys the material, after the same checks, for good.
 func TestKeyRetireVersion(t *testing.T) {
 	e := newEnv(t)
 	z := e.zone("zr", "kr")
 	for _, n := range []string{"a", "b", "c"} {
 		writeFile(t, filepath.Join(z, n), "old "+n)
 	}
+	// Open files on @1 that no scan sees.
+	tmp, err := unix.Open(z, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { unix.Close(tmp) }()
+	writeFile(t, filepath.Join(z, "u"), "unlinked")
+	u, err := os.Open(filepath.Join(z, "u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if err := os.Remove(filepath.Join(z, "u")); err != nil {
+		t.Fatal(err)
+	}
 	e.run("key", "roll", "kr", "--mount", e.mnt)
 	writeFile(t, filepath.Join(z, "d"), "new d")
+	failsCode(t, nil, control.CodeBusy, "2 open files are under kr@1", "key", "retire", "kr@1", "--mount", e.mnt)
+	u.Close()
+	unix.Close(tmp)
 	failsCode(t, nil, control.CodeBusy, "3 files still reference kr@1", "key", "retire", "kr@1", "--mount", e.mnt)
 	failsCode(t, nil, control.CodeBusy, "latest version", "key", "retire", "kr@2", "--mount", e.mnt)
 	failsCode(t, nil, control.CodeUsage, "NAME@VERSION", "key", "retire", "kr", "--mount", e.mnt)
 	old := rawEDEK(t, e.backingOf(filepath.Join(z, "a")))
+	e.run("reencrypt", "start", "--rate", "1", z)
+	failsCode(t, nil, control.CodeBusy, "a reencryption job is running on zone /zr", "key", "retire", "kr@1", "--mount", e.mnt)
+	e.run("reencrypt", "cancel", z)
 	e.run("reencrypt", "start", "--wait", z)
 	// The job counted no file on @1; a record put back on the disk since is found.
-	if err := unix.Lsetxattr(e.backingOf(filepath.Join(z, "a")), "user.ezfs.edek", old, unix.XATTR_REPLACE); err != nil {
-		t.Fatal(err)
+	putEDEK := func() {
+		t.Helper()
+		if err := unix.Lsetxattr(e.backingOf(filepath.Join(z, "a")), "user.ezfs.edek", old, unix.XATTR_REPLACE); err != nil {
+			t.Fatal(err)
+		}
 	}
+	putEDEK()
 	failsCode(t, nil, control.CodeBusy, "1 files still reference kr@1", "key", "retire", "kr@1", "--mount", e.mnt)
 	e.run("reencrypt", "start", "--wait", z)
 	e.run("key", "retire", "kr@1", "--mount", e.mnt)
 	if ki := e.describe("kr"); ki.Versions[0].State != "retired" || ki.Versions[1].State != "active" {
 		t.Errorf("versions after retire: %+v", ki.Versions)
 	}
-	failsCode(t, nil, control.CodeBusy, "retired already", "key", "retire", "kr@1", "--mount", e.mnt)
+	failsCode(t, nil, control.CodeBusy, "it is retired", "key", "retire", "kr@1", "--mount", e.mnt)
 	check := func(when string) {
+		t.Helper()
 		for n, want := range map[string]string{"a": "old a", "b": "old b", "c": "old c", "d": "new d"} {
 			if got := readFile(t, filepath.Join(z, n)); got != want {
 				t.Errorf("%s: %s reads %q", when, n, got)
@@ -192,7 +221,29 @@ func TestKeyRetireVersion(t *testing.T) {
 	check("after retire")
 	e.remount() // no cached key: nothing may need @1
 	check("after a remount")
-	checkLifecycleAudit(t, e, [][2]string{{"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "ok"}, {"key.retire", "error"}})
+
+	// A file on @1 turns up after all (a copy put back): it does not read, nothing is
+	// lost; recovered, the version serves it again.
+	putEDEK()
+	e.remount()
+	if _, err := os.ReadFile(filepath.Join(z, "a")); err == nil {
+		t.Error("a file on a retired version reads")
+	}
+	failsCode(t, nil, control.CodeBusy, "1 files still reference kr@1", "key", "purge", "kr@1", "--mount", e.mnt)
+	e.run("key", "recover", "kr@1", "--mount", e.mnt)
+	check("after recover")
+	e.run("reencrypt", "start", "--wait", z)
+	e.run("key", "retire", "kr@1", "--mount", e.mnt)
+	e.run("key", "purge", "kr@1", "--mount", e.mnt)
+	if ki := e.describe("kr"); ki.Versions[0].State != "purged" {
+		t.Errorf("versions after purge: %+v", ki.Versions)
+	}
+	failsCode(t, nil, control.CodeBusy, "it is purged", "key", "recover", "kr@1", "--mount", e.mnt)
+	e.remount()
+	check("after purge")
+	checkLifecycleAudit(t, e, [][2]string{{"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "error"},
+		{"key.retire", "error"}, {"key.retire", "ok"}, {"key.retire", "error"},
+		{"key.purge", "error"}, {"key.recover", "ok"}, {"key.retire", "ok"}, {"key.purge", "ok"}, {"key.recover", "error"}})
 }
 
 // TestKMSRetireGuard (issue 15, criterion 4): a main key version is not retired while
