@@ -500,7 +500,7 @@ func (d *daemon) keyInfo(zk *keystore.ZoneKey) (*control.KeyInfo, error) {
 		}
 		ki.Versions = append(ki.Versions, control.KeyVersion{
 			Version: v.Version, Created: v.Created, MainKey: v.MainName, MainVersion: v.MainVersion, MainProvider: mk.Provider,
-			State: v.State, Current: v.Version == ki.Current,
+			State: v.VersionState(), Current: v.Version == ki.Current,
 		})
 		if counts != nil {
 			n := counts[v.Version]

@@ -62,14 +62,8 @@ func (n *node) report(e syscall.Errno, err error) {
 }
 
 // loadedVersion is the key version of the file's EDEK once it was opened; 0 before.
-// It may be called with n.mu held or not: a try-lock never waits for it.
-func (n *node) loadedVersion() uint32 {
-	if !n.mu.TryRLock() {
-		return 0
-	}
-	defer n.mu.RUnlock()
-	return n.keyVersion
-}
+// It may be called with n.mu held or not.
+func (n *node) loadedVersion() uint32 { return n.keyVersion.Load() }
 
 // errnoName is the symbolic name of the errnos the data path answers.
 func errnoName(e syscall.Errno) string {

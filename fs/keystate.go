@@ -1,6 +1,12 @@
 package fs
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+
+	"github.com/ezfs/ezfs/crypto"
+	"github.com/ezfs/ezfs/zones"
+)
 
 // DropKeyCaches has the kernel drop the cached pages of every file it knows in the
 // zones of key name, so that reads it would answer from its page cache come to the
@@ -23,3 +29,46 @@ func (f *FS) DropKeyCaches(name string) int {
 	}
 	return len(ns)
 }
+
+// VersionInUse counts the open files of the mount whose EDEK is under zone key
+// name@version (version 0: any version of name), read through their open descriptors
+// now: they include files the scan of the backing directory cannot see (unlinked while
+// open, O_TMPFILE files not linked yet). A file whose EDEK cannot be read counts. Only
+// nodes that loaded a key version are asked; the live map is held only to list them.
+func (f *FS) VersionInUse(name string, version uint32) int {
+	f.liveMu.Lock()
+	var ns []*node
+	for _, n := range f.live {
+		// keyVersion is the version the node loaded; a reencrypt may have moved the
+		// file since, so the EDEK itself decides below.
+		z, v := n.zone.Load(), n.keyVersion.Load()
+		if z != nil && z.Key == name && v != 0 && (version == 0 || v == version) {
+			ns = append(ns, n)
+		}
+	}
+	f.liveMu.Unlock()
+	count := 0
+	for _, n := range ns {
+		err := n.viaOpenFile(func(fd int) error {
+			rec, err := zones.ReadEDEK(fd)
+			if err != nil {
+				return err
+			}
+			e, err := crypto.ParseEDEK(rec)
+			if err != nil {
+				return err
+			}
+			if e.KeyNameIn(name) == name && (version == 0 || e.KeyVersion == version) {
+				return errInUse
+			}
+			return nil
+		})
+		if err != nil && err != syscall.ENOENT { // ENOENT: not open; its EDEK is on disk
+			count++
+		}
+	}
+	return count
+}
+
+// errInUse says an open file is on the version VersionInUse asks about.
+var errInUse = errors.New("in use")

@@ -33,8 +33,9 @@ type node struct {
 	// once from the EDEK; size is the plaintext size, maintained by every write and
 	// truncate once known.
 	cc *crypto.ContentCipher
-	// keyVersion is the zone key version of the file's EDEK, for messages; set with cc.
-	keyVersion uint32
+	// keyVersion is the zone key version of the file's EDEK, set with cc (0 before):
+	// for messages, and for VersionInUse, which reads it without mu.
+	keyVersion atomic.Uint32
 	// holeFrom is a backing offset below which the file has no holes: 0 at load (not
 	// known yet), raised by the SEEK_HOLE of the first write that needs it, lowered by an extension or a punch that makes holes, raised as
 	// reserve finds the holes filled; math.MaxInt64 for none. Guarded by mu.

@@ -113,7 +113,8 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 		if head, err = readHead(fd, st.Size, e.FileID); err != nil {
 			return err
 		}
-		n.cc, n.keyVersion = cc, e.KeyVersion
+		n.cc = cc
+		n.keyVersion.Store(e.KeyVersion)
 	}
 	return n.learnSizeLocked(fd, st.Size, head)
 }
@@ -220,31 +221,43 @@ func (n *node) removeCreated(dirfd int, name string, fd int) {
 	}
 }
 
-// newZoneFile hands out the first open of a new zone file, whose cipher is cc.
-func (n *node) newZoneFile(fd int, cc *crypto.ContentCipher) *file {
+// newZoneFile hands out the first open of a new zone file, whose cipher is s's.
+func (n *node) newZoneFile(fd int, s sealed) *file {
 	n.mu.Lock()
-	n.cc, n.size, n.sizeKnown, n.holeFrom = cc, 0, true, math.MaxInt64
+	n.cc, n.size, n.sizeKnown, n.holeFrom = s.cc, 0, true, math.MaxInt64
+	n.keyVersion.Store(s.version)
 	n.mu.Unlock()
 	return n.zoneFile(fd)
 }
 
+// sealed is what sealNew made: the new file's cipher and the zone key version of its
+// EDEK.
+type sealed struct {
+	cc      *crypto.ContentCipher
+	version uint32
+}
+
 // sealNew gives a new, empty backing file its data key: the EDEK goes into the xattr
 // before the file is handed out, so no byte is ever written without one.
-func (n *node) sealNew(ctx context.Context, fd int, z *zones.Zone) (*crypto.ContentCipher, syscall.Errno) {
+func (n *node) sealNew(ctx context.Context, fd int, z *zones.Zone) (sealed, syscall.Errno) {
 	dek, rec, id, err := n.fsys.keys.NewFileKey(keyContext(ctx), z)
 	if err != nil {
-		return nil, n.errno(fd, err)
+		return sealed{}, n.errno(fd, err)
 	}
 	defer crypto.Zero(dek)
+	e, err := crypto.ParseEDEK(rec)
+	if err != nil {
+		return sealed{}, n.errno(fd, err)
+	}
 	if err := zones.WriteEDEK(fd, rec, false); err != nil {
 		n.fsys.log.Printf("store EDEK in %s: %v", n.path(), err)
-		return nil, gofs.ToErrno(err)
+		return sealed{}, gofs.ToErrno(err)
 	}
 	cc, err := crypto.NewContentCipher(dek, id)
 	if err != nil {
-		return nil, n.errno(fd, err)
+		return sealed{}, n.errno(fd, err)
 	}
-	return cc, 0
+	return sealed{cc, e.KeyVersion}, 0
 }
 
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -262,7 +275,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
-	var cc *crypto.ContentCipher
+	var cc sealed
 	if z != nil {
 		if cc, errno = n.sealNew(ctx, fd, z); errno != 0 {
 			syscall.Close(fd)

@@ -201,20 +201,16 @@ func TestKeyStates(t *testing.T) {
 	for _, name := range []string{"dis", "del", "pur"} {
 		fx.AddFilesUnder(t, 1, name, []byte("under "+name))
 	}
-	// A soft retire (material kept), as the other retire will make them: retire, then
-	// put the material back.
-	soft, _ := fx.Store.ZoneKey("soft")
-	v1 := soft.Versions[0]
+	// k@1 retired and purged (material destroyed), soft@1 retired (material kept).
 	for _, r := range []struct {
 		name string
-		v    uint32
-	}{{"k", 1}, {"soft", 1}} {
-		if _, err := fx.Store.RetireZoneKeyVersion(r.name, r.v); err != nil {
-			t.Fatal(err)
+		ops  []keystore.VersionOp
+	}{{"k", []keystore.VersionOp{keystore.VersionRetire, keystore.VersionPurge}}, {"soft", []keystore.VersionOp{keystore.VersionRetire}}} {
+		for _, op := range r.ops {
+			if _, err := fx.Store.ChangeVersionState(r.name, 1, op); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if err := fx.Store.SetZoneKeyWrap("soft", 1, v1.Main(), v1.Main(), v1.Wrapped); err != nil {
-		t.Fatal(err)
 	}
 	ops := map[string][]keystore.LifecycleOp{"dis": {keystore.OpDisable}, "del": {keystore.OpDelete},
 		"pur": {keystore.OpDelete, keystore.OpPurge}, "spare-del": {keystore.OpDelete}, "spare-pur": {keystore.OpDelete, keystore.OpPurge}}

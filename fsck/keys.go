@@ -97,9 +97,9 @@ func byState(zk *keystore.ZoneKey, kv keystore.ZoneKeyVersion, ref verRef) (unre
 	switch st := zk.KeyState(); {
 	case st == keystore.StatePurged:
 		return fmt.Sprintf("key %s, which is purged: its material is destroyed", ref.name), ""
-	case kv.State == keystore.StateRetired && len(kv.Wrapped) > 0:
-		return fmt.Sprintf("%s, which is retired: its material is kept but never unwrapped", ref), ""
-	case kv.State == keystore.StateRetired:
+	case kv.VersionState() == keystore.StateRetired:
+		return fmt.Sprintf("%s, which is retired: its material is kept but never unwrapped (key recover %s brings it back)", ref, ref), ""
+	case kv.VersionState() == keystore.StatePurged:
 		return fmt.Sprintf("%s, which is retired and its material destroyed", ref), ""
 	case len(kv.Wrapped) == 0:
 		return fmt.Sprintf("%s (%s), which holds no wrapped material", ref, kv.State), ""

@@ -101,6 +101,11 @@ func TestExitCodes(t *testing.T) {
 	e.run("key", "roll", "--mount", m, "k")
 	e.run("reencrypt", "start", "--rate", "1", zone)
 	defer ezfs("reencrypt", "cancel", zone)
+	// Key lifecycle: k2 at two versions, under no zone (its scan meets the bad EDEK
+	// above); kx disabled.
+	for _, args := range [][]string{{"key", "create", "k2"}, {"key", "roll", "k2"}, {"key", "create", "kx"}, {"key", "disable", "kx"}} {
+		e.run(append(args, "--mount", m)...)
+	}
 	vault := []string{"VAULT_TOKEN=test-token"}
 	wrongEnv := []string{"EZFS_PASSPHRASE=not the passphrase"}
 
@@ -126,12 +131,31 @@ func TestExitCodes(t *testing.T) {
 		{nil, control.CodeUsage, `unknown provider "bogus"`, []string{"init", "--provider", "bogus", d}},
 		{nil, control.CodeUsage, "is not a directory", []string{"mount", b2, wrong}},
 		{nil, control.CodeUsage, "takes at most one ZONE", []string{"reencrypt", "status", zone, plain}},
+		{nil, control.CodeUsage, "needs NAME", []string{"key", "disable", "--mount", m}},
+		{nil, control.CodeUsage, "needs NAME", []string{"key", "enable", "--mount", m, "a", "b"}},
+		{nil, control.CodeUsage, "not a duration", []string{"key", "delete", "--mount", m, "--retention", "soon", "k"}},
+		{nil, control.CodeUsage, "shorter than the minimum", []string{"key", "delete", "--mount", m, "--retention", "1h", "kx"}},
+		{nil, control.CodeUsage, "needs NAME@VERSION", []string{"key", "retire", "--mount", m, "k"}},
+		{nil, control.CodeUsage, "needs NAME@VERSION", []string{"key", "purge", "--mount", m, "k@x"}},
+		{nil, control.CodeUsage, "needs NAME@VERSION", []string{"key", "recover", "--mount", m, "@1"}},
+		{nil, control.CodeUsage, "takes no --force", []string{"key", "purge", "--mount", m, "--force", "k@1"}},
+		{nil, control.CodeUsage, "needs --rotate-every", []string{"key", "policy", "--mount", m, "k"}},
+		{nil, control.CodeUsage, "below the minimum", []string{"key", "policy", "--mount", m, "--rotate-every", "1m", "k"}},
 		// not found
 		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "describe", "--mount", m, "nokey"}},
 		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "roll", "--mount", m, "nokey"}},
 		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"zone", "create", plain, "--key", "nokey"}},
 		{nil, control.CodeNotFound, `main key "nomain" does not exist`, []string{"key", "create", "--mount", m, "--main-key", "nomain", "k2"}},
 		{nil, control.CodeNotFound, `main key "nomain" does not exist`, []string{"kms", "show", "--mount", m, "nomain"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "disable", "--mount", m, "nokey"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "enable", "--mount", m, "nokey"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "delete", "--mount", m, "nokey"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "recover", "--mount", m, "nokey"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "purge", "--mount", m, "nokey"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "retire", "--mount", m, "nokey@1"}},
+		{nil, control.CodeNotFound, "key k@9 does not exist", []string{"key", "retire", "--mount", m, "k@9"}},
+		{nil, control.CodeNotFound, "key k@9 does not exist", []string{"key", "purge", "--mount", m, "k@9"}},
+		{nil, control.CodeNotFound, `key "nokey" does not exist`, []string{"key", "policy", "--mount", m, "--rotate-every", "720h", "nokey"}},
 		{nil, control.CodeNotFound, "is not an encryption zone root", []string{"reencrypt", "start", plain}},
 		{nil, control.CodeNotFound, "has never been re-encrypted", []string{"reencrypt", "status", filepath.Join(above, "inner")}},
 		{nil, control.CodeNotFound, "has no running reencryption job", []string{"reencrypt", "cancel", filepath.Join(above, "inner")}},
@@ -158,9 +182,19 @@ func TestExitCodes(t *testing.T) {
 		{nil, control.CodeBusy, "contains an encryption zone", []string{"zone", "create", above, "--key", "k"}},
 		{nil, control.CodeBusy, "is not empty", []string{"zone", "create", full, "--key", "k"}},
 		{nil, control.CodeBusy, "already running", []string{"reencrypt", "start", zone}},
+		{nil, control.CodeBusy, "cannot disable a key that is disabled", []string{"key", "disable", "--mount", m, "kx"}},
+		{nil, control.CodeBusy, "cannot enable a key that is active", []string{"key", "enable", "--mount", m, "k"}},
+		{nil, control.CodeBusy, "used by zone /above/inner, /z", []string{"key", "delete", "--mount", m, "k"}},
+		{nil, control.CodeBusy, "cannot recover a key that is active", []string{"key", "recover", "--mount", m, "k"}},
+		{nil, control.CodeBusy, "cannot purge a key that is active", []string{"key", "purge", "--mount", m, "--force", "k"}},
+		{nil, control.CodeBusy, "latest version", []string{"key", "retire", "--mount", m, "k@2"}},
+		{nil, control.CodeBusy, "a reencryption job is running on zone /z", []string{"key", "retire", "--mount", m, "k@1"}},
+		{nil, control.CodeBusy, "it is active", []string{"key", "purge", "--mount", m, "k@1"}},
+		{nil, control.CodeBusy, "it is active", []string{"key", "recover", "--mount", m, "k@1"}},
 		// corrupt data
 		{nil, control.CodeCorrupt, "EDEK record", []string{"file", "info", bad}},
 		{nil, control.CodeCorrupt, "invalid database", []string{"mount", corruptB, corruptM}},
+		{nil, control.CodeCorrupt, "1 files have an EDEK this ezfs cannot read", []string{"key", "retire", "--mount", m, "k2@1"}},
 		// internal: what has no class (the keystore folder cannot be made under a file)
 		{nil, control.CodeInternal, "not a directory", []string{"init", "--keystore", "/proc/version/ks", d}},
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -135,6 +136,20 @@ func TestKeyDeleteRecoverPurge(t *testing.T) {
 	e.run("key", "create", "kw", "--mount", e.mnt)
 	e.run("key", "delete", "kw", "--retention", "1s", "--mount", e.mnt)
 	time.Sleep(1100 * time.Millisecond)
+	// Past the date too, purge scans: an EDEK it cannot read may be under kw. The
+	// state is checked before any scan.
+	garbled := filepath.Join(e.backing, "garbled")
+	if err := os.WriteFile(garbled, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(garbled, "user.ezfs.edek", []byte("not an EDEK record"), 0); err != nil {
+		t.Fatal(err)
+	}
+	failsCode(t, nil, control.CodeCorrupt, "1 files have an EDEK this ezfs cannot read", "key", "purge", "kw", "--mount", e.mnt)
+	failsCode(t, nil, control.CodeBusy, "cannot purge a key that is active", "key", "purge", "ko", "--force", "--mount", e.mnt)
+	if err := os.Remove(garbled); err != nil {
+		t.Fatal(err)
+	}
 	e.run("key", "purge", "kw", "--mount", e.mnt)
 
 	var keys []control.KeyInfo
@@ -152,37 +167,66 @@ func TestKeyDeleteRecoverPurge(t *testing.T) {
 	failsCode(t, nil, control.CodeBusy, "reserved", "key", "create", "kd", "--mount", e.mnt)
 	checkLifecycleAudit(t, e, [][2]string{{"key.delete", "error"}, {"zone.remove", "ok"}, {"key.delete", "ok"}, {"key.recover", "ok"},
 		{"key.delete", "error"}, {"key.delete", "ok"}, {"key.purge", "error"}, {"key.purge", "error"}, {"key.purge", "ok"},
-		{"key.delete", "ok"}, {"key.purge", "ok"}})
+		{"key.delete", "ok"}, {"key.purge", "error"}, {"key.purge", "error"}, {"key.purge", "ok"}})
 }
 
 // TestKeyRetireVersion (issue 15, criterion 3): a version is retired only when a fresh
-// scan finds no file on it (not the last job's counts), never the latest; the files
-// still read afterwards.
+// scan finds no file on it (not the last job's counts), no job runs on the key's zones
+// and no open file is on it (unlinked or O_TMPFILE files, which the scan cannot see),
+// never the latest; the files still read afterwards. Retire is soft: a file on the
+// retired version found later reads again after 'key recover NAME@N'; 'key purge
+// NAME@N' destroys the material, after the same checks, for good.
 func TestKeyRetireVersion(t *testing.T) {
 	e := newEnv(t)
 	z := e.zone("zr", "kr")
 	for _, n := range []string{"a", "b", "c"} {
 		writeFile(t, filepath.Join(z, n), "old "+n)
 	}
+	// Open files on @1 that no scan sees.
+	tmp, err := unix.Open(z, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { unix.Close(tmp) }()
+	writeFile(t, filepath.Join(z, "u"), "unlinked")
+	u, err := os.Open(filepath.Join(z, "u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if err := os.Remove(filepath.Join(z, "u")); err != nil {
+		t.Fatal(err)
+	}
 	e.run("key", "roll", "kr", "--mount", e.mnt)
 	writeFile(t, filepath.Join(z, "d"), "new d")
+	failsCode(t, nil, control.CodeBusy, "2 open files are under kr@1", "key", "retire", "kr@1", "--mount", e.mnt)
+	u.Close()
+	unix.Close(tmp)
 	failsCode(t, nil, control.CodeBusy, "3 files still reference kr@1", "key", "retire", "kr@1", "--mount", e.mnt)
 	failsCode(t, nil, control.CodeBusy, "latest version", "key", "retire", "kr@2", "--mount", e.mnt)
 	failsCode(t, nil, control.CodeUsage, "NAME@VERSION", "key", "retire", "kr", "--mount", e.mnt)
 	old := rawEDEK(t, e.backingOf(filepath.Join(z, "a")))
+	e.run("reencrypt", "start", "--rate", "1", z)
+	failsCode(t, nil, control.CodeBusy, "a reencryption job is running on zone /zr", "key", "retire", "kr@1", "--mount", e.mnt)
+	e.run("reencrypt", "cancel", z)
 	e.run("reencrypt", "start", "--wait", z)
 	// The job counted no file on @1; a record put back on the disk since is found.
-	if err := unix.Lsetxattr(e.backingOf(filepath.Join(z, "a")), "user.ezfs.edek", old, unix.XATTR_REPLACE); err != nil {
-		t.Fatal(err)
+	putEDEK := func() {
+		t.Helper()
+		if err := unix.Lsetxattr(e.backingOf(filepath.Join(z, "a")), "user.ezfs.edek", old, unix.XATTR_REPLACE); err != nil {
+			t.Fatal(err)
+		}
 	}
+	putEDEK()
 	failsCode(t, nil, control.CodeBusy, "1 files still reference kr@1", "key", "retire", "kr@1", "--mount", e.mnt)
 	e.run("reencrypt", "start", "--wait", z)
 	e.run("key", "retire", "kr@1", "--mount", e.mnt)
 	if ki := e.describe("kr"); ki.Versions[0].State != "retired" || ki.Versions[1].State != "active" {
 		t.Errorf("versions after retire: %+v", ki.Versions)
 	}
-	failsCode(t, nil, control.CodeBusy, "retired already", "key", "retire", "kr@1", "--mount", e.mnt)
+	failsCode(t, nil, control.CodeBusy, "it is retired", "key", "retire", "kr@1", "--mount", e.mnt)
 	check := func(when string) {
+		t.Helper()
 		for n, want := range map[string]string{"a": "old a", "b": "old b", "c": "old c", "d": "new d"} {
 			if got := readFile(t, filepath.Join(z, n)); got != want {
 				t.Errorf("%s: %s reads %q", when, n, got)
@@ -192,24 +236,52 @@ func TestKeyRetireVersion(t *testing.T) {
 	check("after retire")
 	e.remount() // no cached key: nothing may need @1
 	check("after a remount")
-	checkLifecycleAudit(t, e, [][2]string{{"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "ok"}, {"key.retire", "error"}})
+
+	// A file on @1 turns up after all (a copy put back): it does not read, nothing is
+	// lost; recovered, the version serves it again.
+	putEDEK()
+	e.remount()
+	if _, err := os.ReadFile(filepath.Join(z, "a")); err == nil {
+		t.Error("a file on a retired version reads")
+	}
+	failsCode(t, nil, control.CodeBusy, "1 files still reference kr@1", "key", "purge", "kr@1", "--mount", e.mnt)
+	e.run("key", "recover", "kr@1", "--mount", e.mnt)
+	check("after recover")
+	e.run("reencrypt", "start", "--wait", z)
+	e.run("key", "retire", "kr@1", "--mount", e.mnt)
+	e.run("key", "purge", "kr@1", "--mount", e.mnt)
+	if ki := e.describe("kr"); ki.Versions[0].State != "purged" {
+		t.Errorf("versions after purge: %+v", ki.Versions)
+	}
+	failsCode(t, nil, control.CodeBusy, "it is purged", "key", "recover", "kr@1", "--mount", e.mnt)
+	e.remount()
+	check("after purge")
+	checkLifecycleAudit(t, e, [][2]string{{"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "error"}, {"key.retire", "error"},
+		{"key.retire", "error"}, {"key.retire", "ok"}, {"key.retire", "error"},
+		{"key.purge", "error"}, {"key.recover", "ok"}, {"key.retire", "ok"}, {"key.purge", "ok"}, {"key.recover", "error"}})
 }
 
 // TestKMSRetireGuard (issue 15, criterion 4): a main key version is not retired while
-// a zone key version is wrapped only under it; the refusal names them all.
+// a zone key version is wrapped only under it; the refusal names them all. A retired
+// zone key version keeps its material (kms rewrap leaves it): it counts until purged.
 func TestKMSRetireGuard(t *testing.T) {
 	e := newEnv(t)
 	z := e.zone("zk", "kk")
 	writeFile(t, filepath.Join(z, "f"), "under kk@1")
 	e.run("key", "create", "kj", "--mount", e.mnt)
+	e.run("key", "create", "kv", "--mount", e.mnt)
+	e.run("key", "roll", "kv", "--mount", e.mnt)
+	e.run("key", "retire", "kv@1", "--mount", e.mnt)
 	e.run("kms", "rotate", "--mount", e.mnt)
 	e.run("key", "roll", "kk", "--mount", e.mnt)
 	e.run("key", "disable", "kj", "--mount", e.mnt)
-	failsCode(t, nil, control.CodeBusy, "still wraps kj@1, kk@1", "kms", "retire", "default", "1", "--mount", e.mnt)
-	e.run("kms", "rewrap", "--mount", e.mnt) // a disabled key unwraps nothing: kj@1 stays
-	failsCode(t, nil, control.CodeBusy, "still wraps kj@1,", "kms", "retire", "default", "1", "--mount", e.mnt)
+	failsCode(t, nil, control.CodeBusy, "still wraps kj@1, kk@1, kv@1, kv@2,", "kms", "retire", "default", "1", "--mount", e.mnt)
+	e.run("kms", "rewrap", "--mount", e.mnt) // a disabled key unwraps nothing, nor a retired version
+	failsCode(t, nil, control.CodeBusy, "still wraps kj@1, kv@1,", "kms", "retire", "default", "1", "--mount", e.mnt)
 	e.run("key", "enable", "kj", "--mount", e.mnt)
 	e.run("kms", "rewrap", "--mount", e.mnt)
+	failsCode(t, nil, control.CodeBusy, "still wraps kv@1,", "kms", "retire", "default", "1", "--mount", e.mnt)
+	e.run("key", "purge", "kv@1", "--mount", e.mnt)
 	e.run("kms", "retire", "default", "1", "--mount", e.mnt)
 	e.remount()
 	if got := readFile(t, filepath.Join(z, "f")); got != "under kk@1" {
@@ -252,5 +324,63 @@ func checkLifecycleAudit(t *testing.T, e *env, want [][2]string) {
 			t.Errorf("audit log: %v, want %v", got, want)
 			return
 		}
+	}
+}
+
+// TestKeyDisableCancelsJob (issue 15, P2-13): disabling a key cancels its zones'
+// running reencryption jobs, which say why (and are audited); the operator starts
+// them again after enable.
+func TestKeyDisableCancelsJob(t *testing.T) {
+	e := newEnv(t)
+	z := e.zone("zj", "kj")
+	for i := 0; i < 5; i++ {
+		writeFile(t, filepath.Join(z, fmt.Sprint("f", i)), "data")
+	}
+	e.run("key", "roll", "kj", "--mount", e.mnt)
+	e.run("reencrypt", "start", "--rate", "1", z)
+	e.run("key", "disable", "kj", "--mount", e.mnt)
+	var jobs []control.JobStatus
+	decodeJSON(t, e.run("reencrypt", "status", "--json", z), &jobs)
+	if len(jobs) != 1 || jobs[0].State != "Canceled" || !strings.Contains(jobs[0].Reason, "kj was disabled") {
+		t.Errorf("the job after key disable: %+v", jobs)
+	}
+	if audit := readFile(t, filepath.Join(e.ksDir(), "audit.log")); !strings.Contains(audit, `"reason":"zone key kj was disabled`) {
+		t.Errorf("the cancel is not audited with its reason:\n%s", audit)
+	}
+	e.run("key", "enable", "kj", "--mount", e.mnt)
+	e.run("reencrypt", "start", "--wait", z)
+	decodeJSON(t, e.run("reencrypt", "status", "--json", z), &jobs)
+	if len(jobs) != 1 || jobs[0].State != "Completed" {
+		t.Errorf("the job started again after enable: %+v", jobs)
+	}
+}
+
+// TestKeyDisableKeepsMmapWrites (issue 15, P1-7): bytes written into a shared mapping
+// of a zone file before 'key disable' are not lost: the kernel writes the dirty pages
+// back while the key still serves, before the daemon refuses every request.
+func TestKeyDisableKeepsMmapWrites(t *testing.T) {
+	e := newEnv(t)
+	z := e.zone("zm", "km")
+	p := filepath.Join(z, "f")
+	writeFile(t, p, strings.Repeat("-", 8192))
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(m[100:], "written through the mapping")
+	e.run("key", "disable", "km", "--mount", e.mnt)
+	e.run("key", "enable", "km", "--mount", e.mnt)
+	if err := unix.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.remount()
+	if got := readFile(t, p); got[100:127] != "written through the mapping" {
+		t.Errorf("after disable, enable and a remount: %q", got[90:140])
 	}
 }

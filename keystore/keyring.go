@@ -38,6 +38,7 @@ type Keyring struct {
 
 	mu    sync.RWMutex
 	cache map[versionRef]*cachedKey // guarded by mu; entries' key bytes read under mu.RLock
+	gen   uint64                    // guarded by mu: counts Forgets
 
 	stop chan struct{}
 	done chan struct{}
@@ -146,6 +147,7 @@ func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, 
 		c.lastUsed.Store(time.Now().UnixNano())
 		return fn(c.key)
 	}
+	gen := k.gen
 	k.mu.RUnlock()
 
 	key, err := k.unwrap(ctx, name, version)
@@ -153,6 +155,17 @@ func (k *Keyring) WithZoneKey(ctx context.Context, name string, version uint32, 
 		return err
 	}
 	k.mu.Lock()
+	// The unwrap may have been slow (a provider's round trip): a state change made
+	// meanwhile wins. A key no longer active is not cached; after a Forget (which
+	// follows every change, of a version too) the record is read again.
+	if err := k.store.Usable(name); err != nil || k.gen != gen {
+		k.mu.Unlock()
+		crypto.Zero(key)
+		if err != nil {
+			return err
+		}
+		return k.WithZoneKey(ctx, name, version, fn)
+	}
 	if k.cache[ref] != nil {
 		crypto.Zero(key) // another caller cached it first
 	} else {
@@ -180,8 +193,8 @@ func (k *Keyring) unwrap(ctx context.Context, name string, version uint32) ([]by
 	if !ok {
 		return nil, fmt.Errorf("zone key %s@%d: %w", name, version, ErrKeyNotFound)
 	}
-	if len(kv.Wrapped) == 0 {
-		return nil, fmt.Errorf("zone key %s@%d is %s: %w", name, version, kv.State, ErrKeyNotFound)
+	if !kv.Unwrappable() {
+		return nil, fmt.Errorf("zone key %s@%d is %s: %w", name, version, kv.VersionState(), ErrKeyNotFound)
 	}
 	mk, err := k.store.MainKey(kv.Main())
 	if err != nil {
@@ -230,6 +243,7 @@ func evict(c *cachedKey) {
 func (k *Keyring) Forget(name string, version uint32) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.gen++
 	for ref, c := range k.cache {
 		if ref.name == name && (version == 0 || ref.version == version) {
 			evict(c)
@@ -276,7 +290,7 @@ func (k *Keyring) Rewrap(ctx context.Context, main string) (int, error) {
 			continue // it unwraps nothing; kms retire names its versions
 		}
 		for _, kv := range zk.Versions {
-			if kv.MainName != cur.Name || kv.MainVersion == cur.Version || len(kv.Wrapped) == 0 {
+			if kv.MainName != cur.Name || kv.MainVersion == cur.Version || !kv.Unwrappable() {
 				continue
 			}
 			if err := k.rewrapVersion(ctx, zk.Name, kv, cur); err != nil {
@@ -306,7 +320,7 @@ func (k *Keyring) SetMain(ctx context.Context, name, main string) (int, error) {
 	}
 	n := 0
 	for _, kv := range zk.Versions {
-		if kv.Main() == cur.Ref() || len(kv.Wrapped) == 0 {
+		if kv.Main() == cur.Ref() || !kv.Unwrappable() {
 			continue
 		}
 		if err := k.rewrapVersion(ctx, name, kv, cur); err != nil {

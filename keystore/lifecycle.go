@@ -12,8 +12,7 @@ import (
 
 // Zone key lifecycle: active → disabled → deleted (soft, recoverable for a retention
 // window) → purged (its wrapped material destroyed; the record stays so the name stays
-// reserved). A version no file references can be retired: its wrapped material is
-// destroyed at once.
+// reserved). A version's own lifecycle is in versions.go.
 const (
 	StateDisabled = "disabled"
 	StateDeleted  = "deleted"
@@ -83,50 +82,68 @@ type LifecycleOptions struct {
 	Now          time.Time
 }
 
+// WithDefaults fills in what o leaves out: the retention (DefaultRetention), the
+// minimum retention (MinRetention), the time (now). It is the one place of these
+// defaults.
+func (o LifecycleOptions) WithDefaults() LifecycleOptions {
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.MinRetention == 0 {
+		o.MinRetention = MinRetention
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now().UTC()
+	}
+	return o
+}
+
 // ChangeKeyState applies op to zone key name in one transaction and returns the key
 // as it is afterwards. Delete is refused while a zone uses the key (ErrInUse, naming
 // the zones); Purge before the key's purge date needs Force.
 func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) (*ZoneKey, error) {
-	if o.Now.IsZero() {
-		o.Now = time.Now().UTC()
-	}
-	zk := new(ZoneKey)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketZoneKeys)
-		found, err := getJSON(b, []byte(name), zk)
-		if err != nil {
-			return err
-		}
-		if !found {
-			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
-		}
-		to, err := NextState(op, zk.KeyState())
-		if err != nil {
-			return fmt.Errorf("key %q: %w", name, err)
-		}
-		if err := applyChange(tx, zk, op, o); err != nil {
-			return err
-		}
-		zk.State = to
-		return putJSON(b, []byte(name), zk)
+	var out *ZoneKey
+	err := s.updateZoneKeyTx(name, func(tx *bolt.Tx, zk *ZoneKey) error {
+		out = zk
+		return changeKeyTx(tx, zk, op, o.WithDefaults())
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.states.Store(name, zk.KeyState())
-	return zk, nil
+	s.states.Store(name, out.KeyState())
+	return out, nil
+}
+
+// CheckKeyChange reports whether ChangeKeyState(name, op, o) would be allowed now,
+// changing nothing: a caller checks before the work that must precede the change (a
+// scan, cancelling jobs, flushing caches).
+func (s *Store) CheckKeyChange(name string, op LifecycleOp, o LifecycleOptions) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		zk, err := zoneKeyTx(tx, name)
+		if err != nil {
+			return err
+		}
+		return changeKeyTx(tx, zk, op, o.WithDefaults())
+	})
+}
+
+// changeKeyTx applies op to zk (not stored yet).
+func changeKeyTx(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
+	to, err := NextState(op, zk.KeyState())
+	if err != nil {
+		return fmt.Errorf("key %q: %w", zk.Name, err)
+	}
+	if err := applyChange(tx, zk, op, o); err != nil {
+		return err
+	}
+	zk.State = to
+	return nil
 }
 
 // applyChange does what op does beyond the state itself.
 func applyChange(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
 	switch op {
 	case OpDelete:
-		if o.Retention == 0 {
-			o.Retention = DefaultRetention
-		}
-		if o.MinRetention == 0 {
-			o.MinRetention = MinRetention
-		}
 		if o.Retention < o.MinRetention {
 			return fmt.Errorf("retention %v is shorter than the minimum %v: %w", o.Retention, o.MinRetention, ErrBadInput)
 		}
@@ -171,35 +188,6 @@ func zonesUsingTx(tx *bolt.Tx, name string) ([]string, error) {
 	return out, err
 }
 
-// RetireZoneKeyVersion destroys the wrapped material of name@version, which no file
-// references any more (the caller has made the fresh scan): it is never unwrapped
-// again. The latest version cannot be retired: new files use it.
-func (s *Store) RetireZoneKeyVersion(name string, version uint32) (*ZoneKey, error) {
-	var out *ZoneKey
-	err := s.updateZoneKey(name, func(zk *ZoneKey) error {
-		if st := zk.KeyState(); st != StateActive && st != StateDisabled {
-			return fmt.Errorf("key %q is %s: %w", name, st, ErrKeyState)
-		}
-		if zk.Latest().Version == version {
-			return fmt.Errorf("%s@%d is the key's latest version (new files use it): roll the key first: %w", name, version, ErrKeyState)
-		}
-		for i := range zk.Versions {
-			kv := &zk.Versions[i]
-			if kv.Version != version {
-				continue
-			}
-			if kv.State == StateRetired {
-				return fmt.Errorf("%s@%d is retired already: %w", name, version, ErrKeyState)
-			}
-			kv.State, kv.Wrapped = StateRetired, nil
-			out = zk
-			return nil
-		}
-		return fmt.Errorf("key %s@%d: %w", name, version, ErrKeyNotFound)
-	})
-	return out, err
-}
-
 // Usable is nil when zone key name may wrap and unwrap: every data request of its
 // zones asks, so it answers from memory (one map load) after the first call.
 func (s *Store) Usable(name string) error {
@@ -220,7 +208,8 @@ func (s *Store) Usable(name string) error {
 
 // Dependents lists the zone key versions ("name@N") whose wrapped material exists only
 // under main key version ref (each version is wrapped under one main key version):
-// retiring ref would make them unreadable. Retired and purged versions hold none.
+// retiring ref would make them unreadable. A retired version still holds its material
+// (it can be recovered) and counts; a purged one holds none.
 func (s *Store) Dependents(ref MainRef) ([]string, error) {
 	zks, err := s.ZoneKeys()
 	if err != nil {

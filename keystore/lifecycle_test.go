@@ -151,24 +151,131 @@ func TestRetireVersionAndMainKeyGuard(t *testing.T) {
 	if err := s.RetireMainKey(v1); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "k@1") {
 		t.Errorf("retire of the only wrap of k@1: %v", err)
 	}
-	if _, err := s.RetireZoneKeyVersion("k", 2); !errors.Is(err, ErrKeyState) {
-		t.Errorf("retire of the latest version: %v", err)
+	unwrap := func() error {
+		return ring.WithZoneKey(context.Background(), "k", 1, func([]byte) error { return nil })
 	}
-	if _, err := s.RetireZoneKeyVersion("k", 7); !errors.Is(err, ErrKeyNotFound) {
-		t.Errorf("retire of a missing version: %v", err)
+	if err := unwrap(); err != nil {
+		t.Fatal(err)
 	}
-	zk, err := s.RetireZoneKeyVersion("k", 1)
-	if err != nil || zk.Versions[0].State != StateRetired || len(zk.Versions[0].Wrapped) != 0 {
-		t.Fatalf("retire k@1: %v %+v", err, zk)
+	steps := []struct {
+		op      VersionOp
+		version uint32
+		state   string // of the version after the step; "" when refused
+		refused error
+	}{
+		{VersionRetire, 2, "", ErrKeyState}, // the latest version
+		{VersionRetire, 7, "", ErrKeyNotFound},
+		{VersionPurge, 1, "", ErrKeyState}, // not retired yet
+		{VersionRecover, 1, "", ErrKeyState},
+		{VersionRetire, 1, StateRetired, nil},
+		{VersionRetire, 1, "", ErrKeyState},
+		{VersionRecover, 1, StateActive, nil},
+		{VersionRetire, 1, StateRetired, nil},
 	}
-	if _, err := s.RetireZoneKeyVersion("k", 1); !errors.Is(err, ErrKeyState) {
-		t.Errorf("second retire: %v", err)
+	for i, st := range steps {
+		ring.Forget("k", 1) // as the daemon does after each change
+		zk, err := s.ChangeVersionState("k", st.version, st.op)
+		if st.state == "" {
+			if !errors.Is(err, st.refused) {
+				t.Errorf("step %d %s k@%d: %v; want %v", i, st.op, st.version, err, st.refused)
+			}
+			continue
+		}
+		if err != nil || zk.Versions[0].VersionState() != st.state {
+			t.Fatalf("step %d %s k@%d: %v %+v", i, st.op, st.version, err, zk)
+		}
+		if got := unwrap(); (st.state == StateActive) != (got == nil) {
+			t.Errorf("step %d: k@1 %s, unwrap: %v", i, st.state, got)
+		}
 	}
-	if err := ring.WithZoneKey(context.Background(), "k", 1, func([]byte) error { return nil }); !errors.Is(err, ErrKeyNotFound) {
+	// Retired: never unwrapped, its material kept, so default v1 still may not go,
+	// and kms rewrap leaves it alone.
+	if err := unwrap(); !errors.Is(err, ErrKeyNotFound) {
 		t.Errorf("unwrap of a retired version: %v", err)
+	}
+	if n, err := ring.Rewrap(context.Background(), DefaultMain); err != nil || n != 0 {
+		t.Errorf("rewrap with k@1 retired: %d %v; want 0 (skipped)", n, err)
+	}
+	if err := s.RetireMainKey(v1); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "k@1") {
+		t.Errorf("retire of default v1 while retired k@1 still holds material under it: %v", err)
+	}
+	zk, err := s.ChangeVersionState("k", 1, VersionPurge)
+	if err != nil || zk.Versions[0].VersionState() != StatePurged || len(zk.Versions[0].Wrapped) != 0 {
+		t.Fatalf("purge k@1: %v %+v", err, zk)
+	}
+	if _, err := s.ChangeVersionState("k", 1, VersionRecover); !errors.Is(err, ErrKeyState) {
+		t.Errorf("recover of a purged version: %v", err)
 	}
 	if err := s.RetireMainKey(v1); err != nil {
 		t.Errorf("retire of default v1 once nothing depends on it: %v", err)
+	}
+}
+
+// TestOldRetiredVersionsReadPurged: a version retired before retire was soft has no
+// material; it reads as purged.
+func TestOldRetiredVersionsReadPurged(t *testing.T) {
+	kv := ZoneKeyVersion{Version: 1, State: StateRetired}
+	if kv.VersionState() != StatePurged || kv.Unwrappable() {
+		t.Errorf("%+v: %s", kv, kv.VersionState())
+	}
+	kv.Wrapped = []byte{1}
+	if kv.VersionState() != StateRetired || kv.Unwrappable() {
+		t.Errorf("%+v: %s", kv, kv.VersionState())
+	}
+}
+
+// TestUnwrapInFlightDuringDisable: an unwrap that started while the key was active
+// and ends after it was disabled (a slow provider) does not cache the key, nor hand
+// it out.
+func TestUnwrapInFlightDuringDisable(t *testing.T) {
+	s, sys := newStore(t)
+	slow := &countingProvider{Provider: sys, hold: make(chan struct{}), inCall: make(chan struct{}, 1)}
+	ring := NewKeyring(s, []Provider{slow}, nil, time.Minute)
+	defer ring.Close()
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []struct {
+		name string
+		do   func() error
+		undo func() error
+		want error
+	}{
+		{"disable", func() error { _, err := s.ChangeKeyState("k", OpDisable, LifecycleOptions{}); return err },
+			func() error { _, err := s.ChangeKeyState("k", OpEnable, LifecycleOptions{}); return err }, ErrKeyDisabled},
+		{"retire", func() error {
+			if _, err := s.ChangeVersionState("k", 1, VersionRetire); err != nil {
+				return err
+			}
+			ring.Forget("k", 1)
+			return nil
+		}, func() error { _, err := s.ChangeVersionState("k", 1, VersionRecover); return err }, ErrKeyNotFound},
+	} {
+		if change.name == "retire" {
+			if _, err := s.RollZoneKey("k"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ring.Forget("k", 0) // a key the previous case cached (if it was wrongly cached)
+		done := make(chan error, 1)
+		called := false
+		go func() {
+			done <- ring.WithZoneKey(context.Background(), "k", 1, func([]byte) error { called = true; return nil })
+		}()
+		<-slow.inCall
+		if err := change.do(); err != nil {
+			t.Fatal(err)
+		}
+		slow.hold <- struct{}{}
+		if err := <-done; !errors.Is(err, change.want) || called {
+			t.Errorf("%s during the unwrap: %v (fn called: %v); want %v", change.name, err, called, change.want)
+		}
+		if n := ring.Cached(); n != 0 {
+			t.Errorf("%s during the unwrap: %d keys cached", change.name, n)
+		}
+		if err := change.undo(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -158,7 +158,7 @@ func (s *Store) RetireMainKey(ref MainRef) error {
 		return err
 	}
 	if len(deps) > 0 {
-		return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' it): %w",
+		return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' then 'ezfs key purge' it): %w",
 			ref, strings.Join(deps, ", "), ref.Name, ErrInUse)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {

@@ -399,12 +399,9 @@ func (s *Store) LatestVersion(name string) (uint32, error) {
 
 // ZoneKey returns key name with all its versions.
 func (s *Store) ZoneKey(name string) (*ZoneKey, error) {
-	zk := new(ZoneKey)
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bucketZoneKeys), []byte(name), zk)
-		if err == nil && !ok {
-			err = fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
-		}
+	var zk *ZoneKey
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		zk, err = zoneKeyTx(tx, name)
 		return err
 	})
 	return zk, err
@@ -465,19 +462,33 @@ func (s *Store) SetZoneKeyMain(name, main string) error {
 
 // updateZoneKey changes zone key name with fn in one transaction.
 func (s *Store) updateZoneKey(name string, fn func(zk *ZoneKey) error) error {
+	return s.updateZoneKeyTx(name, func(_ *bolt.Tx, zk *ZoneKey) error { return fn(zk) })
+}
+
+// updateZoneKeyTx is updateZoneKey for a change that reads other records of the
+// transaction too.
+func (s *Store) updateZoneKeyTx(name string, fn func(tx *bolt.Tx, zk *ZoneKey) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketZoneKeys)
-		zk := new(ZoneKey)
-		found, err := getJSON(b, []byte(name), zk)
+		zk, err := zoneKeyTx(tx, name)
 		if err != nil {
 			return err
 		}
-		if !found {
-			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
-		}
-		if err := fn(zk); err != nil {
+		if err := fn(tx, zk); err != nil {
 			return err
 		}
-		return putJSON(b, []byte(name), zk)
+		return putJSON(tx.Bucket(bucketZoneKeys), []byte(name), zk)
 	})
+}
+
+// zoneKeyTx reads zone key name in tx.
+func zoneKeyTx(tx *bolt.Tx, name string) (*ZoneKey, error) {
+	zk := new(ZoneKey)
+	found, err := getJSON(tx.Bucket(bucketZoneKeys), []byte(name), zk)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
+	}
+	return zk, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,6 +168,55 @@ func (r *Reencryptor) Cancel(id string) (*keystore.Job, error) {
 	return &j, nil
 }
 
+// CancelKey stops the running jobs of the zones of key name (it stops serving), each
+// audited with why, which its record keeps as its reason. It returns the zones whose
+// job it stopped, once they stopped.
+func (r *Reencryptor) CancelKey(name, why string) []string {
+	r.mu.Lock()
+	var rus []*run
+	for _, ru := range r.runs {
+		if ru.zone.Key == name {
+			rus = append(rus, ru)
+		}
+	}
+	r.mu.Unlock()
+	var out []string
+	for _, ru := range rus {
+		ru.cancelWhy.Store(&why)
+		ru.userCanceled.Store(true)
+		ru.cancel()
+		<-ru.done
+		out = append(out, "/"+ru.root)
+		r.audit.Action("reencrypt.cancel", map[string]any{"zone": "/" + ru.root, "key": name, "reason": why}, nil)
+		r.log.Printf("reencrypt /%s: cancelled: %s", ru.root, why)
+	}
+	return out
+}
+
+// ActiveOn lists the zones with a job on key name that is not finished: running, or
+// recorded as running (submitted, or left by a daemon that stopped).
+func (r *Reencryptor) ActiveOn(name string) ([]string, error) {
+	jobs, err := r.store.Jobs()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, j := range jobs {
+		if j.Key == name && j.Active() {
+			out = append(out, "/"+j.ZonePath)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ru := range r.runs {
+		if ru.zone.Key == name && !slices.Contains(out, "/"+ru.root) {
+			out = append(out, "/"+ru.root)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // JobInfo is a job with the figures derived from its progress.
 type JobInfo struct {
 	keystore.Job
@@ -224,6 +274,7 @@ type run struct {
 	ctx          context.Context
 	cancel       context.CancelFunc
 	userCanceled atomic.Bool
+	cancelWhy    atomic.Pointer[string] // why the job was cancelled, if not by its own command
 	done         chan struct{}
 
 	mu        sync.Mutex
@@ -333,7 +384,11 @@ func (ru *run) loop() {
 		err := ru.pass()
 		if ru.ctx.Err() != nil {
 			if ru.userCanceled.Load() {
-				ru.finish(keystore.JobCanceled, "")
+				why := ""
+				if p := ru.cancelWhy.Load(); p != nil {
+					why = *p
+				}
+				ru.finish(keystore.JobCanceled, why)
 			} else {
 				ru.save() // shutdown: stays Processing, resumes at the next mount
 			}

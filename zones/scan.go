@@ -19,8 +19,19 @@ type Refs struct {
 	// does not name its key: they may be under any key (left by a zone that no longer
 	// exists, or copied onto the backing disk).
 	Unattributed int64
-	// Unreadable counts files whose EDEK does not parse (fsck's concern).
+	// Unreadable counts files whose EDEK does not parse: damaged, or in a format this
+	// binary does not know. Such a file may be under any key: the scan is refused.
 	Unreadable int64
+}
+
+// checkReadable refuses (ErrDamaged) a scan that found EDEKs it could not parse: a
+// decision that destroys key material cannot rest on it.
+func (r *Refs) checkReadable() error {
+	if r.Unreadable > 0 {
+		return fmt.Errorf("%d files have an EDEK this ezfs cannot read (damaged, or of a newer format): they may be under any key; run 'ezfs fsck' first: %w",
+			r.Unreadable, ErrDamaged)
+	}
+	return nil
 }
 
 // Of is how many files reference name (version 0: any version of it).
@@ -38,7 +49,8 @@ func (r *Refs) Of(name string, version uint32) int64 {
 // every regular file under the backing root (so that files of zones no longer
 // registered are seen too), and counts them by key version. A file inside a zone is
 // under the zone's key (a v1 record names its own); outside every zone only a v1
-// record says its key. Files without an EDEK are not counted.
+// record says its key. Files without an EDEK are not counted; an EDEK that does not
+// parse fails the scan (ErrDamaged, with the count), since it may be under any key.
 func ScanRefs(ctx context.Context, b *backing.Root, zs []Entry, whole bool) (*Refs, error) {
 	refs := &Refs{Files: map[string]map[uint32]int64{}}
 	zoneOf := func(rel string) *Zone {
@@ -72,6 +84,9 @@ func ScanRefs(ctx context.Context, b *backing.Root, zs []Entry, whole bool) (*Re
 	}
 	if err == nil {
 		err = ctx.Err()
+	}
+	if err == nil {
+		err = refs.checkReadable()
 	}
 	return refs, err
 }

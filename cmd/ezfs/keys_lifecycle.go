@@ -22,22 +22,22 @@ func keyLifecycleCommands() []*cli.Command {
 			ArgsUsage: "NAME", Flags: append([]cli.Flag{&cli.StringFlag{Name: "retention", Value: "7d",
 				Usage: "how long it stays recoverable before 'key purge' may destroy it (at least 1d; units d, h, m, s)"}}, common...),
 			Action: cmdKeyState(control.OpKeyDelete)},
-		{Name: "recover", Usage: "bring back a deleted zone key (it comes back disabled: enable it)", ArgsUsage: "NAME", Flags: common,
-			Action: cmdKeyState(control.OpKeyRecover)},
-		{Name: "purge", Usage: "destroy the wrapped material of a deleted zone key (before its purge date only with --force)",
-			ArgsUsage: "NAME", Flags: append([]cli.Flag{&cli.BoolFlag{Name: "force",
-				Usage: "purge before the retention window ends, after a scan of the whole backing directory finds no file that may be under the key"}}, common...),
+		{Name: "recover", Usage: "bring back a deleted zone key (it comes back disabled: enable it), or a retired version NAME@N",
+			ArgsUsage: "NAME|NAME@N", Flags: common, Action: cmdKeyState(control.OpKeyRecover)},
+		{Name: "purge", Usage: "destroy the wrapped material of a deleted zone key (before its purge date only with --force), or of a retired version NAME@N",
+			ArgsUsage: "NAME|NAME@N", Flags: append([]cli.Flag{&cli.BoolFlag{Name: "force",
+				Usage: "purge a key before the retention window ends, after a scan of the whole backing directory finds no file that may be under it"}}, common...),
 			Action: cmdKeyState(control.OpKeyPurge)},
-		{Name: "retire", Usage: "destroy a zone key version no file references (a fresh scan of the zones checks)", ArgsUsage: "NAME@N",
-			Flags: common, Action: cmdKeyState(control.OpKeyRetire)},
+		{Name: "retire", Usage: "stop unwrapping a zone key version no file references (a fresh scan checks); its material stays until 'key purge NAME@N'",
+			ArgsUsage: "NAME@N", Flags: common, Action: cmdKeyState(control.OpKeyRetire)},
 	}
 }
 
 func cmdKeyState(op string) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		arg := "NAME"
-		if op == control.OpKeyRetire {
-			arg = "NAME@N"
+		arg := map[string]string{control.OpKeyRetire: "NAME@N", control.OpKeyPurge: "NAME|NAME@N", control.OpKeyRecover: "NAME|NAME@N"}[op]
+		if arg == "" {
+			arg = "NAME"
 		}
 		if err := exactArgs(c, arg); err != nil {
 			return err
@@ -57,8 +57,8 @@ func cmdKeyState(op string) cli.ActionFunc {
 		if c.Bool("json") {
 			return printJSON(ki)
 		}
-		if op == control.OpKeyRetire {
-			fmt.Printf("key %s@%d: retired (its wrapped material is destroyed)\n", a.Name, a.Version)
+		if a.Version != 0 {
+			fmt.Printf("key %s@%d: %s\n", a.Name, a.Version, versionLine(ki, a.Version))
 			return nil
 		}
 		fmt.Printf("key %s: %s\n", ki.Name, stateLine(ki.KeyLifecycle))
@@ -71,11 +71,17 @@ func keyStateArgs(c *cli.Context, op string) (control.KeyStateArgs, error) {
 	a := control.KeyStateArgs{Name: c.Args().First(), Force: c.Bool("force")}
 	var err error
 	switch op {
-	case control.OpKeyRetire:
+	case control.OpKeyRetire, control.OpKeyPurge, control.OpKeyRecover:
 		name, v, ok := strings.Cut(a.Name, "@")
+		if !ok && op != control.OpKeyRetire {
+			return a, nil
+		}
 		n, perr := strconv.ParseUint(v, 10, 32)
 		if !ok || name == "" || perr != nil || n == 0 {
-			return a, daemon.UsageError("key retire needs NAME@VERSION (e.g. logs@1), not %q", a.Name)
+			return a, daemon.UsageError("key %s needs NAME@VERSION (e.g. logs@1), not %q", c.Command.Name, a.Name)
+		}
+		if a.Force {
+			return a, daemon.UsageError("key %s NAME@VERSION takes no --force (the scan decides)", c.Command.Name)
 		}
 		a.Name, a.Version = name, uint32(n)
 	case control.OpKeyDelete:
@@ -118,4 +124,22 @@ func stateLine(l control.KeyLifecycle) string {
 		return "disabled (its zones answer EACCES)"
 	}
 	return l.State
+}
+
+// versionLine says a version's state in words, after a change of it.
+func versionLine(ki control.KeyInfo, version uint32) string {
+	for _, v := range ki.Versions {
+		if v.Version != version {
+			continue
+		}
+		switch v.State {
+		case "retired":
+			return fmt.Sprintf("retired: never unwrapped again; its material is kept ('ezfs key purge %s@%d' destroys it, 'ezfs key recover %s@%d' brings it back)",
+				ki.Name, version, ki.Name, version)
+		case "purged":
+			return "purged (its wrapped material is destroyed)"
+		}
+		return v.State
+	}
+	return "changed"
 }
