@@ -62,13 +62,14 @@ func (n *node) report(e syscall.Errno, err error) {
 }
 
 // loadedVersion is the key version of the file's EDEK once it was opened; 0 before.
-// It may be called with n.mu held or not: a try-lock never waits for it.
+// It may be called with the content lock held or not: a try-lock never waits for it.
 func (n *node) loadedVersion() uint32 {
-	if !n.mu.TryRLock() {
+	s := n.open.Load()
+	if s == nil || !s.mu.TryRLock() {
 		return 0
 	}
-	defer n.mu.RUnlock()
-	return n.keyVersion
+	defer s.mu.RUnlock()
+	return s.keyVersion
 }
 
 // errnoName is the symbolic name of the errnos the data path answers.
