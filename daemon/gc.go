@@ -13,11 +13,12 @@ import (
 // the kernel caches, about 450 bytes each. Go's default (GOGC=100) lets the heap gather
 // as much garbage as it holds live before it collects, and the daemon keeps that
 // memory: with 100,000 cached inodes, 118 MiB of RSS where 75 MiB are needed. A low
-// GOGC throughout would cost small heaps dearly (at 20, a collection every few hundred
-// opens: 60 % more time per open of a small file), so the daemon sizes the headroom
-// after every collection: gcHeadroom bytes of garbage, but at least gcMinPercent and at
-// most Go's 100 % of the live heap. Small heaps collect as Go's default does; 100,000
-// cached inodes (a 50 MB heap) collect at 20 %: 82 MiB of RSS, for about 1 % more CPU.
+// GOGC throughout would cost small heaps dearly (at 20, a collection every few
+// hundred opens: a quarter more time per open of a small file), so the daemon sizes
+// the headroom after every collection: gcHeadroom bytes of garbage, but at least
+// gcMinPercent and at most Go's 100 % of the live heap. Small heaps collect as Go's
+// default does; 100,000 cached inodes (a 50 MB heap) collect at 20 %: 79-85 MiB of
+// RSS, for about 1 % more CPU.
 // Measured, see docs/DESIGN.md. GOGC in the daemon's environment turns this off.
 const (
 	gcHeadroom   = 8 << 20
