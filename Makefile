@@ -3,7 +3,7 @@ BIN     := bin/ezfs
 # Longer random-operation runs: make test EZFS_RANDOM_OPS=200000
 EZFS_RANDOM_OPS ?=
 
-.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-go bench-reencrypt bench-fsck clean install uninstall
+.PHONY: all build deps vault test unit integration demo vet fuzz bench bench-scale bench-go bench-reencrypt bench-fsck clean install uninstall
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the mount helper mount(8) runs
 # for type fuse.ezfs (util-linux looks in /sbin only, so SBINDIR is not under PREFIX;
@@ -51,6 +51,12 @@ fuzz:
 # ezfs zone vs its own passthrough vs gocryptfs vs the plain disk; writes BENCHMARKS.md.
 bench: deps build
 	scripts/bench.sh $(BIN)
+
+# Cost per file at a million files: a zone, the daemon's passthrough and gocryptfs;
+# writes BENCHMARKS-scale.md. BENCH_SCALE_FILES, BENCH_SCALE_DIRS, BENCH_SCALE_BIG scale
+# it (1,000,000 files over 1,000 directories and one of 100,000 by default).
+bench-scale: deps build
+	scripts/bench-scale.sh $(BIN)
 
 # Go benchmarks of the crypto and format code: regressions show without a mount.
 bench-go:

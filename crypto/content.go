@@ -142,7 +142,8 @@ type ContentCipher struct {
 }
 
 // NewContentCipher builds the block cipher of a file from its DEK. The DEK slice may be
-// zeroed by the caller afterwards; the AES key schedule keeps its own copy.
+// zeroed by the caller afterwards; the AES key schedule keeps its own copy, which Close
+// zeroes.
 func NewContentCipher(dek []byte, id FileID) (*ContentCipher, error) {
 	if len(dek) != DEKSize {
 		return nil, fmt.Errorf("data key is %d bytes, want %d: %w", len(dek), DEKSize, ErrFormat)
@@ -152,10 +153,22 @@ func NewContentCipher(dek []byte, id FileID) (*ContentCipher, error) {
 		return nil, err
 	}
 	aead, err := cipher.NewGCM(b)
+	// GCM keeps a copy of the key schedule: the one it was made from is garbage now.
+	wipe(b)
 	if err != nil {
 		return nil, err
 	}
 	return &ContentCipher{aead: aead, id: id}, nil
+}
+
+// Close zeroes the cipher's key schedule and hash key (as far as the standard library's
+// types let it, see wipe) and drops them; the cipher must not be used afterwards.
+func (c *ContentCipher) Close() {
+	if c == nil || c.aead == nil {
+		return
+	}
+	wipe(c.aead)
+	c.aead = nil
 }
 
 // FileID returns the file ID the cipher binds blocks to.

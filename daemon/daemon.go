@@ -89,6 +89,7 @@ func Run(cfg Config) error {
 		defer out.Close()
 		defer pprof.StopCPUProfile()
 	}
+	tuneGC()
 	d := &daemon{cfg: cfg, log: cfg.Logger, registry: zones.NewRegistry(), started: time.Now().UTC()}
 	if d.log == nil {
 		d.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
@@ -330,6 +331,8 @@ func (d *daemon) handle(ctx context.Context, op string, raw json.RawMessage) (an
 	switch op {
 	case control.OpStatus:
 		return d.status(ctx)
+	case control.OpDebugMemory:
+		return d.memory(), nil
 	case control.OpKeyCreate, control.OpKeyRoll:
 		a, err := decode[control.KeyCreateArgs](raw)
 		if err != nil {

@@ -62,7 +62,7 @@ func errnoOf(err error) syscall.Errno {
 }
 
 // onFile points n at a new backing file in dir.
-func onFile(t *testing.T, n *node, dir string) int {
+func onFile(t *testing.T, n *state, dir string) int {
 	t.Helper()
 	fd, err := syscall.Open(filepath.Join(dir, "enc"), syscall.O_RDWR|syscall.O_CREAT, 0o600)
 	if err != nil {
@@ -79,12 +79,12 @@ func onFile(t *testing.T, n *node, dir string) int {
 func TestFailedWriteChangesNothing(t *testing.T) {
 	cases := []struct {
 		name string
-		op   func(n *node, fd int) error
+		op   func(n *state, fd int) error
 	}{
-		{"append", func(n *node, fd int) error { return n.writeLocked(fd, make([]byte, 300000), n.size) }},
-		{"write past the end", func(n *node, fd int) error { return n.writeLocked(fd, make([]byte, 10), n.size+200000) }},
-		{"grow", func(n *node, fd int) error { return n.truncateLocked(fd, n.size+300000) }},
-		{"fill the last block", func(n *node, fd int) error { return n.extendLocked(fd, (n.size/bs+1)*bs) }},
+		{"append", func(n *state, fd int) error { return n.writeLocked(fd, make([]byte, 300000), n.size) }},
+		{"write past the end", func(n *state, fd int) error { return n.writeLocked(fd, make([]byte, 10), n.size+200000) }},
+		{"grow", func(n *state, fd int) error { return n.truncateLocked(fd, n.size+300000) }},
+		{"fill the last block", func(n *state, fd int) error { return n.extendLocked(fd, (n.size/bs+1)*bs) }},
 	}
 	for _, limit := range []string{"space", "file size"} {
 		for _, c := range cases {
@@ -177,24 +177,24 @@ func testTornTail(t *testing.T, blocks int64) {
 	data := bytes.Repeat([]byte("0123456789"), int(size)/10+1)[:size]
 	cases := []struct {
 		name   string
-		tear   func(t *testing.T, n *node, fd int) // from a file of size bytes
+		tear   func(t *testing.T, n *state, fd int) // from a file of size bytes
 		intact int64
 	}{
-		{"the header cut short", func(t *testing.T, n *node, fd int) { cut(t, fd, crypto.HeaderSize-5) }, 0},
-		{"1 byte past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+1) }, blocks * bs},
-		{"28 bytes past whole blocks", func(t *testing.T, n *node, fd int) { cut(t, fd, whole+28) }, blocks * bs},
-		{"a full block cut to 3,000 bytes", func(t *testing.T, n *node, fd int) {
+		{"the header cut short", func(t *testing.T, n *state, fd int) { cut(t, fd, crypto.HeaderSize-5) }, 0},
+		{"1 byte past whole blocks", func(t *testing.T, n *state, fd int) { cut(t, fd, whole+1) }, blocks * bs},
+		{"28 bytes past whole blocks", func(t *testing.T, n *state, fd int) { cut(t, fd, whole+28) }, blocks * bs},
+		{"a full block cut to 3,000 bytes", func(t *testing.T, n *state, fd int) {
 			extend(t, n, fd, (blocks+1)*bs)
 			cut(t, fd, whole+3000)
 		}, -1},
-		{"an append torn after the new tail", func(t *testing.T, n *node, fd int) {
+		{"an append torn after the new tail", func(t *testing.T, n *state, fd int) {
 			// The old block is whole; the bytes past it are the start of its new tail.
 			junk := bytes.Repeat([]byte{0xa5}, 500)
 			if err := pwriteFull(fd, junk, crypto.BackingSize(size)); err != nil {
 				t.Fatal(err)
 			}
 		}, size},
-		{"a shrink torn before the cut", func(t *testing.T, n *node, fd int) {
+		{"a shrink torn before the cut", func(t *testing.T, n *state, fd int) {
 			// A shorter block sealed over the start of the old one, the old end still there.
 			sealed, err := n.cc.SealBlock(nil, data[blocks*bs:blocks*bs+100], blocks)
 			if err != nil {
@@ -269,7 +269,7 @@ func cut(t *testing.T, fd int, backing int64) {
 	}
 }
 
-func extend(t *testing.T, n *node, fd int, size int64) {
+func extend(t *testing.T, n *state, fd int, size int64) {
 	t.Helper()
 	if err := n.writeLocked(fd, make([]byte, size-n.size), n.size); err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func extend(t *testing.T, n *node, fd int, size int64) {
 }
 
 // reopen forgets what n knows of its file's size, as a new mount would.
-func reopen(t *testing.T, n *node, fd int) {
+func reopen(t *testing.T, n *state, fd int) {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
@@ -296,7 +296,7 @@ func reopen(t *testing.T, n *node, fd int) {
 // checkUnauthenticatedTail: a last block that authenticates at no length (a tear inside
 // a new block, or tampering) is kept, as a tampered block anywhere else would be: the
 // blocks before it read, it fails, and the file takes new writes once cut back to them.
-func checkUnauthenticatedTail(t *testing.T, n *node, fd int, intact []byte) {
+func checkUnauthenticatedTail(t *testing.T, n *state, fd int, intact []byte) {
 	t.Helper()
 	reopen(t, n, fd)
 	if log := n.fsys.log.Writer().(*bytes.Buffer).String(); !strings.Contains(log, n.path()) {
@@ -320,7 +320,7 @@ func checkUnauthenticatedTail(t *testing.T, n *node, fd int, intact []byte) {
 	checkRead(t, n, fd, append(append([]byte(nil), intact...), more...))
 }
 
-func checkRead(t *testing.T, n *node, fd int, want []byte) {
+func checkRead(t *testing.T, n *state, fd int, want []byte) {
 	t.Helper()
 	got := make([]byte, len(want)+bs)
 	k, err := n.readLocked(fd, got, 0)

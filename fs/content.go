@@ -13,8 +13,8 @@ import (
 )
 
 // The content functions below implement the block format on a backing descriptor.
-// Every one of them is called with n.mu held (for reading in readLocked, for writing in
-// the others), with n.cc and n.size loaded.
+// Every one of them is called with s.mu held (for reading in readLocked, for writing in
+// the others), with s.cc and s.size loaded.
 
 const bs = crypto.BlockSize
 
@@ -82,8 +82,8 @@ func pwriteFull(fd int, b []byte, off int64) error {
 }
 
 // readLocked fills dest with plaintext from off and returns how many bytes it read.
-func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
-	size := n.size
+func (s *state) readLocked(fd int, dest []byte, off int64) (int, error) {
+	size := s.size
 	if off >= size || len(dest) == 0 {
 		return 0, nil
 	}
@@ -117,7 +117,7 @@ func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
 		// The capacity is the block's share: a longer result would be reallocated
 		// rather than overwrite the next block, and is refused.
 		p := plain[j*bs : j*bs : min((j+1)*bs, total)]
-		got, err := n.cc.OpenBlock(p, c, i)
+		got, err := s.cc.OpenBlock(p, c, i)
 		if err != nil {
 			return 0, err
 		}
@@ -132,13 +132,13 @@ func (n *node) readLocked(fd int, dest []byte, off int64) (int, error) {
 }
 
 // openBlockLocked returns the plaintext of existing block i appended to dst.
-func (n *node) openBlockLocked(fd int, dst []byte, i int64) ([]byte, error) {
-	l := sealedLen(i, n.size)
+func (s *state) openBlockLocked(fd int, dst []byte, i int64) ([]byte, error) {
+	l := sealedLen(i, s.size)
 	var b [crypto.CipherBlockLen]byte
 	if err := preadFull(fd, b[:l], crypto.BlockOffset(i)); err != nil {
 		return nil, err
 	}
-	return n.cc.OpenBlock(dst, b[:l], i)
+	return s.cc.OpenBlock(dst, b[:l], i)
 }
 
 // undo is what a change needs to put the backing file back as it was when one of its
@@ -152,20 +152,20 @@ type undo struct {
 
 // beginLocked starts a change of contents or size. A torn tail left by a crash is cut
 // first, so that a shorter last block written now cannot leave its bytes behind.
-func (n *node) beginLocked(fd int, u *undo) error {
-	if n.torn {
-		if err := syscall.Ftruncate(fd, crypto.BackingSize(n.size)); err != nil {
+func (s *state) beginLocked(fd int, u *undo) error {
+	if s.torn {
+		if err := syscall.Ftruncate(fd, crypto.BackingSize(s.size)); err != nil {
 			return err
 		}
-		n.torn = false
+		s.torn = false
 	}
-	u.size, u.saved = n.size, false
+	u.size, u.saved = s.size, false
 	return nil
 }
 
 // abortLocked puts the file back as it was before a change whose step failed with err,
 // and returns err.
-func (n *node) abortLocked(fd int, u *undo, err error) error {
+func (s *state) abortLocked(fd int, u *undo, err error) error {
 	var rerr error
 	if u.saved {
 		i := (u.size - 1) / bs
@@ -174,16 +174,16 @@ func (n *node) abortLocked(fd int, u *undo, err error) error {
 	if terr := syscall.Ftruncate(fd, crypto.BackingSize(u.size)); rerr == nil {
 		rerr = terr
 	}
-	n.size = u.size
+	s.size = u.size
 	if rerr != nil {
-		n.fsys.log.Printf("%s: putting the file back after %v: %v", n.path(), err, rerr)
+		s.fsys.log.Printf("%s: putting the file back after %v: %v", s.path(), err, rerr)
 	}
 	return err
 }
 
 // oldLastLocked returns the sealed last block the file had when the change began, read
 // once per change, if block i is that block; else nil.
-func (n *node) oldLastLocked(fd int, u *undo, i int64) ([]byte, error) {
+func (s *state) oldLastLocked(fd int, u *undo, i int64) ([]byte, error) {
 	if u.size == 0 || i != (u.size-1)/bs {
 		return nil, nil
 	}
@@ -198,15 +198,15 @@ func (n *node) oldLastLocked(fd int, u *undo, i int64) ([]byte, error) {
 }
 
 // openOldLocked is openBlockLocked that keeps the old last block for abortLocked.
-func (n *node) openOldLocked(fd int, u *undo, dst []byte, i int64) ([]byte, error) {
-	old, err := n.oldLastLocked(fd, u, i)
+func (s *state) openOldLocked(fd int, u *undo, dst []byte, i int64) ([]byte, error) {
+	old, err := s.oldLastLocked(fd, u, i)
 	if err != nil || old == nil {
 		if err != nil {
 			return nil, err
 		}
-		return n.openBlockLocked(fd, dst, i)
+		return s.openBlockLocked(fd, dst, i)
 	}
-	return n.cc.OpenBlock(dst, old, i)
+	return s.cc.OpenBlock(dst, old, i)
 }
 
 // reserve allocates the holes in the part of backing range [off, off+length) that
@@ -220,22 +220,22 @@ func (n *node) openOldLocked(fd int, u *undo, dst []byte, i int64) ([]byte, erro
 // delayed allocation): zone files then lay in more extents, and rm -rf of a tree was
 // a fifth slower.
 //
-// Holes are looked for from n.holeFrom only, which moves up past the data SEEK_HOLE
+// Holes are looked for from s.holeFrom only, which moves up past the data SEEK_HOLE
 // finds: a file without holes below the range makes no call, and none is made twice
 // over the same data (a SEEK_HOLE from the write's offset walks the file's data up to
 // its end: every 4 KiB random write paid for it, at a quarter of the rate). A backing
 // file system that cannot find holes or preallocate writes as before.
-func (n *node) reserve(fd int, u *undo, off, length int64) error {
+func (s *state) reserve(fd int, u *undo, off, length int64) error {
 	limit := min(off+length, crypto.BackingSize(u.size))
-	if limit <= off || limit <= n.holeFrom {
+	if limit <= off || limit <= s.holeFrom {
 		return nil
 	}
-	hole, err := unix.Seek(fd, n.holeFrom, unix.SEEK_HOLE)
+	hole, err := unix.Seek(fd, s.holeFrom, unix.SEEK_HOLE)
 	if err != nil {
-		n.holeFrom = math.MaxInt64
+		s.holeFrom = math.MaxInt64
 		return nil
 	}
-	n.holeFrom = hole
+	s.holeFrom = hole
 	if hole >= limit {
 		return nil
 	}
@@ -263,31 +263,31 @@ func pwriteTailFirst(fd int, b []byte, off, split int64) error {
 	return pwriteFull(fd, b, off)
 }
 
-func (n *node) writeHeaderLocked(fd int) error {
-	return pwriteFull(fd, crypto.Header(n.cc.FileID()), 0)
+func (s *state) writeHeaderLocked(fd int) error {
+	return pwriteFull(fd, crypto.Header(s.cc.FileID()), 0)
 }
 
 // writeLocked writes data at off, sealing every touched block afresh. A write that
 // fails leaves the file as it was.
-func (n *node) writeLocked(fd int, data []byte, off int64) error {
+func (s *state) writeLocked(fd int, data []byte, off int64) error {
 	if len(data) == 0 {
 		return nil
 	}
 	var u undo
-	if err := n.beginLocked(fd, &u); err != nil {
+	if err := s.beginLocked(fd, &u); err != nil {
 		return err
 	}
-	if err := n.writeStepsLocked(fd, &u, data, off); err != nil {
-		return n.abortLocked(fd, &u, err)
+	if err := s.writeStepsLocked(fd, &u, data, off); err != nil {
+		return s.abortLocked(fd, &u, err)
 	}
 	return nil
 }
 
-func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
+func (s *state) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 	// A write past the end first extends the file with zeros up to the start of the
 	// block that holds off, so the loop below only sees blocks it can compose.
-	if blockStart := off - off%bs; blockStart > n.size {
-		if err := n.extendStepsLocked(fd, u, blockStart); err != nil {
+	if blockStart := off - off%bs; blockStart > s.size {
+		if err := s.extendStepsLocked(fd, u, blockStart); err != nil {
 			return err
 		}
 	}
@@ -295,14 +295,14 @@ func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 	first, last := off/bs, (end-1)/bs
 	// Block j of the request is sealed to out[j*CipherBlockLen:]; only the last can be
 	// short, at the new end of file.
-	lastLen := min(max(n.size, end)-last*bs, bs)
+	lastLen := min(max(s.size, end)-last*bs, bs)
 	total := int(last-first)*crypto.CipherBlockLen + int(lastLen) + crypto.BlockOverhead
 	start := crypto.BlockOffset(first)
-	if n.size == 0 {
-		if err := n.writeHeaderLocked(fd); err != nil {
+	if s.size == 0 {
+		if err := s.writeHeaderLocked(fd); err != nil {
 			return err
 		}
-	} else if err := n.reserve(fd, u, start, int64(total)); err != nil {
+	} else if err := s.reserve(fd, u, start, int64(total)); err != nil {
 		return err
 	}
 	outBuf := getBuf(total)
@@ -312,7 +312,7 @@ func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 	for j := 0; j <= int(last-first); j++ {
 		i := first + int64(j)
 		bstart := i * bs
-		oldLen := min(max(n.size-bstart, 0), bs)
+		oldLen := min(max(s.size-bstart, 0), bs)
 		wStart := max(off, bstart) - bstart
 		wEnd := min(end, bstart+bs) - bstart
 		newLen := max(oldLen, wEnd)
@@ -321,12 +321,12 @@ func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 		case wStart == 0 && wEnd >= oldLen:
 			// The write covers the block's old bytes: seal straight from data, keeping
 			// the old last block in case a later step fails.
-			if _, err := n.oldLastLocked(fd, u, i); err != nil {
+			if _, err := s.oldLastLocked(fd, u, i); err != nil {
 				return err
 			}
 			pt = data[bstart-off : bstart-off+wEnd]
 		case oldLen > 0 && (wStart > 0 || wEnd < oldLen):
-			if _, err := n.openOldLocked(fd, u, block[:0], i); err != nil {
+			if _, err := s.openOldLocked(fd, u, block[:0], i); err != nil {
 				return err
 			}
 			pt = block[:newLen]
@@ -339,7 +339,7 @@ func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 		}
 		at := j * crypto.CipherBlockLen
 		dst := out[at:at:min(at+crypto.CipherBlockLen, total)]
-		got, err := n.cc.SealBlock(dst, pt, i)
+		got, err := s.cc.SealBlock(dst, pt, i)
 		if err != nil {
 			return err
 		}
@@ -350,86 +350,86 @@ func (n *node) writeStepsLocked(fd int, u *undo, data []byte, off int64) error {
 	// The old partial last block is written on its own, tail first, before the blocks
 	// past it: a kill then leaves either it or its new version whole.
 	cut := total
-	if n.size%bs != 0 {
-		cut = int(min(crypto.BlockOffset(n.size/bs+1)-start, int64(total)))
+	if s.size%bs != 0 {
+		cut = int(min(crypto.BlockOffset(s.size/bs+1)-start, int64(total)))
 	}
-	if err := pwriteTailFirst(fd, out[:cut], start, crypto.BackingSize(n.size)); err != nil {
+	if err := pwriteTailFirst(fd, out[:cut], start, crypto.BackingSize(s.size)); err != nil {
 		return err
 	}
 	if err := pwriteFull(fd, out[cut:], start+int64(cut)); err != nil {
 		return err
 	}
-	n.size = max(n.size, end)
+	s.size = max(s.size, end)
 	return nil
 }
 
 // rewriteBlockLocked re-seals block i (which must exist) at newLen bytes: truncated,
 // or padded with zeros.
-func (n *node) rewriteBlockLocked(fd int, u *undo, i, newLen int64) error {
+func (s *state) rewriteBlockLocked(fd int, u *undo, i, newLen int64) error {
 	var block [bs]byte
-	pt, err := n.openOldLocked(fd, u, block[:0], i)
+	pt, err := s.openOldLocked(fd, u, block[:0], i)
 	if err != nil {
 		return err
 	}
 	pt = pt[:newLen]
-	if oldLen := min(n.size-i*bs, bs); newLen > oldLen {
+	if oldLen := min(s.size-i*bs, bs); newLen > oldLen {
 		clear(pt[oldLen:])
 	}
 	var sealed [crypto.CipherBlockLen]byte
-	out, err := n.cc.SealBlock(sealed[:0], pt, i)
+	out, err := s.cc.SealBlock(sealed[:0], pt, i)
 	if err != nil {
 		return err
 	}
 	at := crypto.BlockOffset(i)
-	if err := n.reserve(fd, u, at, int64(len(out))); err != nil {
+	if err := s.reserve(fd, u, at, int64(len(out))); err != nil {
 		return err
 	}
-	return pwriteTailFirst(fd, out, at, at+sealedLen(i, n.size))
+	return pwriteTailFirst(fd, out, at, at+sealedLen(i, s.size))
 }
 
 // extendLocked grows the file to size with zeros. Whole blocks of zeros become holes
 // in the backing file; a partial last block is sealed, so the file never ends in a
 // hole. An extension that fails leaves the file as it was.
-func (n *node) extendLocked(fd int, size int64) error {
+func (s *state) extendLocked(fd int, size int64) error {
 	var u undo
-	if err := n.beginLocked(fd, &u); err != nil {
+	if err := s.beginLocked(fd, &u); err != nil {
 		return err
 	}
-	if err := n.extendStepsLocked(fd, &u, size); err != nil {
-		return n.abortLocked(fd, &u, err)
+	if err := s.extendStepsLocked(fd, &u, size); err != nil {
+		return s.abortLocked(fd, &u, err)
 	}
 	return nil
 }
 
-func (n *node) extendStepsLocked(fd int, u *undo, size int64) error {
-	if size <= n.size {
+func (s *state) extendStepsLocked(fd int, u *undo, size int64) error {
+	if size <= s.size {
 		return nil
 	}
-	if n.size == 0 {
-		if err := n.writeHeaderLocked(fd); err != nil {
+	if s.size == 0 {
+		if err := s.writeHeaderLocked(fd); err != nil {
 			return err
 		}
 	}
-	if n.size%bs != 0 {
-		i := n.size / bs
+	if s.size%bs != 0 {
+		i := s.size / bs
 		newLen := min(size-i*bs, bs)
-		if err := n.rewriteBlockLocked(fd, u, i, newLen); err != nil {
+		if err := s.rewriteBlockLocked(fd, u, i, newLen); err != nil {
 			return err
 		}
-		n.size = i*bs + newLen
-		if n.size == size {
+		s.size = i*bs + newLen
+		if s.size == size {
 			return nil
 		}
 	}
 	last := (size - 1) / bs
-	n.holeFrom = min(n.holeFrom, crypto.BackingSize(n.size)) // the blocks skipped are holes
+	s.holeFrom = min(s.holeFrom, crypto.BackingSize(s.size)) // the blocks skipped are holes
 	if tail := size - last*bs; tail == bs {
 		if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
 			return err
 		}
 	} else {
 		zeros := make([]byte, tail)
-		sealed, err := n.cc.SealBlock(nil, zeros, last)
+		sealed, err := s.cc.SealBlock(nil, zeros, last)
 		if err != nil {
 			return err
 		}
@@ -441,7 +441,7 @@ func (n *node) extendStepsLocked(fd int, u *undo, size int64) error {
 			return err
 		}
 	}
-	n.size = size
+	s.size = size
 	return nil
 }
 
@@ -449,8 +449,8 @@ func (n *node) extendStepsLocked(fd int, u *undo, size int64) error {
 // Whole blocks become holes in the backing file (a hole opens to zeros); the partial
 // blocks at either edge, and a short last block, which cannot be a hole, are sealed
 // again with zeros written over the range.
-func (n *node) zeroLocked(fd int, off, end int64) error {
-	end = min(end, n.size)
+func (s *state) zeroLocked(fd int, off, end int64) error {
+	end = min(end, s.size)
 	if off >= end {
 		return nil
 	}
@@ -460,7 +460,7 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 		if from >= to {
 			return nil
 		}
-		return n.writeLocked(fd, zeros[:to-from], from)
+		return s.writeLocked(fd, zeros[:to-from], from)
 	}
 	holeFirst, holeEnd := (off+bs-1)/bs, end/bs // blocks wholly inside the range
 	if holeFirst >= holeEnd {
@@ -474,7 +474,7 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 	// Holes first: a backing file system that cannot punch them (ramfs) refuses the
 	// call before anything has changed.
 	start := crypto.BlockOffset(holeFirst)
-	n.holeFrom = min(n.holeFrom, start)
+	s.holeFrom = min(s.holeFrom, start)
 	if err := syscall.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, start, crypto.BlockOffset(holeEnd)-start); err != nil {
 		return err
 	}
@@ -486,17 +486,17 @@ func (n *node) zeroLocked(fd int, off, end int64) error {
 
 // truncateLocked sets the plaintext size. A truncate that fails leaves the file as it
 // was, except that a shrink into a partial block may have dropped the blocks past it.
-func (n *node) truncateLocked(fd int, size int64) error {
+func (s *state) truncateLocked(fd int, size int64) error {
 	var u undo
-	if err := n.beginLocked(fd, &u); err != nil {
+	if err := s.beginLocked(fd, &u); err != nil {
 		return err
 	}
 	switch {
-	case size == n.size:
+	case size == s.size:
 		return nil
-	case size > n.size:
-		if err := n.extendStepsLocked(fd, &u, size); err != nil {
-			return n.abortLocked(fd, &u, err)
+	case size > s.size:
+		if err := s.extendStepsLocked(fd, &u, size); err != nil {
+			return s.abortLocked(fd, &u, err)
 		}
 		return nil
 	case size%bs != 0:
@@ -504,32 +504,36 @@ func (n *node) truncateLocked(fd int, size int64) error {
 		// last: a kill inside the rewrite leaves a torn last block, which
 		// intactSizeLocked mends.
 		i := size / bs
-		if err := syscall.Ftruncate(fd, crypto.BlockOffset(i)+sealedLen(i, n.size)); err != nil {
+		if err := syscall.Ftruncate(fd, crypto.BlockOffset(i)+sealedLen(i, s.size)); err != nil {
 			return err
 		}
-		n.size = min(n.size, (i+1)*bs)
-		u.size = n.size
-		if err := n.rewriteBlockLocked(fd, &u, i, size-i*bs); err != nil {
-			return n.abortLocked(fd, &u, err)
+		s.size = min(s.size, (i+1)*bs)
+		u.size = s.size
+		if err := s.rewriteBlockLocked(fd, &u, i, size-i*bs); err != nil {
+			return s.abortLocked(fd, &u, err)
 		}
 	}
 	if err := syscall.Ftruncate(fd, crypto.BackingSize(size)); err != nil {
 		return err
 	}
-	n.size = size
+	s.size = size
 	return nil
 }
 
 // fixSize replaces the backing size in out by the plaintext size for encrypted files.
-// Before the first open the size is reckoned from the backing size alone; a torn last
-// block counts until the open finds it out.
+// While the file has no state (no open) the size is reckoned from the backing size
+// alone; a torn last block counts until an open finds it out.
 func (n *node) fixSize(out *fuse.Attr, backing int64) {
 	if !n.encrypted() {
 		return
 	}
-	n.mu.RLock()
-	known, size := n.sizeKnown, n.size
-	n.mu.RUnlock()
+	var known bool
+	var size int64
+	if s := n.open.Load(); s != nil {
+		s.mu.RLock()
+		known, size = s.sizeKnown, s.size
+		s.mu.RUnlock()
+	}
 	if !known {
 		size = crypto.IntactPlainSize(backing)
 	}
@@ -537,20 +541,20 @@ func (n *node) fixSize(out *fuse.Attr, backing int64) {
 	// Blocks stay the backing file's: that is the space the file really uses.
 }
 
-// learnSizeLocked sets n.size from the backing size of the file open as fd, once n.cc
+// learnSizeLocked sets s.size from the backing size of the file open as fd, once s.cc
 // is set. The last block is opened to make sure it is whole: a crash may have cut the
 // file in the middle of a write (see intactSizeLocked).
-func (n *node) learnSizeLocked(fd int, backing int64, head []byte) error {
-	size, err := n.intactSizeLocked(fd, crypto.IntactPlainSize(backing), head)
+func (s *state) learnSizeLocked(fd int, backing int64, head []byte) error {
+	size, err := s.intactSizeLocked(fd, crypto.IntactPlainSize(backing), head)
 	if err != nil {
 		return err
 	}
-	n.size, n.sizeKnown = size, true
-	n.torn = crypto.BackingSize(size) != backing
-	n.holeFrom = 0 // looked for at the first write that needs it: most opens only read
-	if n.torn {
-		n.fsys.log.Printf("%s: torn tail: backing size %d holds %d intact plaintext bytes (%d backing bytes); the rest is not served and is cut at the next change",
-			n.path(), backing, size, crypto.BackingSize(size))
+	s.size, s.sizeKnown = size, true
+	s.torn = crypto.BackingSize(size) != backing
+	s.holeFrom = 0 // looked for at the first write that needs it: most opens only read
+	if s.torn {
+		s.fsys.log.Printf("%s: torn tail: backing size %d holds %d intact plaintext bytes (%d backing bytes); the rest is not served and is cut at the next change",
+			s.path(), backing, size, crypto.BackingSize(size))
 	}
 	return nil
 }
@@ -560,7 +564,7 @@ func (n *node) learnSizeLocked(fd int, backing int64, head []byte) error {
 // kill of the daemon). A last block that authenticates at no length stays, and reads
 // of it fail. head is the start of the backing file if the caller has it read: a last
 // block within it is not read again.
-func (n *node) intactSizeLocked(fd int, size int64, head []byte) (int64, error) {
+func (s *state) intactSizeLocked(fd int, size int64, head []byte) (int64, error) {
 	read := func(b []byte, off int64) error {
 		if int64(len(head)) >= off+int64(len(b)) {
 			copy(b, head[off:])
@@ -568,9 +572,9 @@ func (n *node) intactSizeLocked(fd int, size int64, head []byte) (int64, error) 
 		}
 		return preadFull(fd, b, off)
 	}
-	intact, whole, err := n.cc.IntactSize(read, size)
+	intact, whole, err := s.cc.IntactSize(read, size)
 	if err == nil && !whole {
-		n.fsys.log.Printf("%s: its last block (%d) does not authenticate at any length: tampered, or torn by a crash; reads of it answer EIO", n.path(), (size-1)/bs)
+		s.fsys.log.Printf("%s: its last block (%d) does not authenticate at any length: tampered, or torn by a crash; reads of it answer EIO", s.path(), (size-1)/bs)
 	}
 	return intact, err
 }

@@ -14,9 +14,9 @@ import (
 	"github.com/ezfs/ezfs/crypto"
 )
 
-// newTestNode returns a node whose content functions work on a temporary file, without
-// a mount, and the plain reference file to compare it with.
-func newTestNode(t testing.TB) (*node, int, *os.File) {
+// newTestNode returns the state of a node whose content functions work on a temporary
+// file, without a mount, and the plain reference file to compare it with.
+func newTestNode(t testing.TB) (*state, int, *os.File) {
 	t.Helper()
 	dir := t.TempDir()
 	fd, err := syscall.Open(filepath.Join(dir, "enc"), syscall.O_RDWR|syscall.O_CREAT, 0o600)
@@ -35,13 +35,13 @@ func newTestNode(t testing.TB) (*node, int, *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{cc: cc, sizeKnown: true}
+	n := &state{node: &node{}, cc: cc, sizeKnown: true}
 	// The node is the root of its own file system, so that n.path() names its file.
-	n.fsys = &FS{root: &backing.Root{Path: filepath.Join(dir, "enc")}, log: log.New(new(bytes.Buffer), "", 0), top: n}
+	n.fsys = &FS{root: &backing.Root{Path: filepath.Join(dir, "enc")}, log: log.New(new(bytes.Buffer), "", 0), top: n.node}
 	return n, fd, ref
 }
 
-func checkSame(t *testing.T, step int, n *node, fd int, ref *os.File) {
+func checkSame(t *testing.T, step int, n *state, fd int, ref *os.File) {
 	t.Helper()
 	want, err := os.ReadFile(ref.Name())
 	if err != nil {
@@ -90,20 +90,20 @@ func checkSame(t *testing.T, step int, n *node, fd int, ref *os.File) {
 func TestContentOps(t *testing.T) {
 	cases := []struct {
 		name string
-		op   func(n *node, fd int, ref *os.File) error
+		op   func(n *state, fd int, ref *os.File) error
 	}{
-		{"write at 0", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 0, 10) }},
-		{"write full block", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 0, 4096) }},
-		{"write past EOF into a later block", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 3*4096+5, 7) }},
-		{"write straddling blocks", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 4090, 20) }},
-		{"write inside the last partial block", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 3*4096+2, 3) }},
-		{"truncate to a partial block", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 5000) }},
-		{"grow to a block boundary", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 5*4096) }},
-		{"grow to a partial block", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 7*4096+1) }},
-		{"truncate to a boundary", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 4096) }},
-		{"truncate to zero", func(n *node, fd int, ref *os.File) error { return trunc(n, fd, ref, 0) }},
-		{"write after truncate to zero", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 100, 1) }},
-		{"large write", func(n *node, fd int, ref *os.File) error { return both(n, fd, ref, 12345, 1<<20) }},
+		{"write at 0", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 0, 10) }},
+		{"write full block", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 0, 4096) }},
+		{"write past EOF into a later block", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 3*4096+5, 7) }},
+		{"write straddling blocks", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 4090, 20) }},
+		{"write inside the last partial block", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 3*4096+2, 3) }},
+		{"truncate to a partial block", func(n *state, fd int, ref *os.File) error { return trunc(n, fd, ref, 5000) }},
+		{"grow to a block boundary", func(n *state, fd int, ref *os.File) error { return trunc(n, fd, ref, 5*4096) }},
+		{"grow to a partial block", func(n *state, fd int, ref *os.File) error { return trunc(n, fd, ref, 7*4096+1) }},
+		{"truncate to a boundary", func(n *state, fd int, ref *os.File) error { return trunc(n, fd, ref, 4096) }},
+		{"truncate to zero", func(n *state, fd int, ref *os.File) error { return trunc(n, fd, ref, 0) }},
+		{"write after truncate to zero", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 100, 1) }},
+		{"large write", func(n *state, fd int, ref *os.File) error { return both(n, fd, ref, 12345, 1<<20) }},
 	}
 	n, fd, ref := newTestNode(t)
 	for i, c := range cases {
@@ -191,7 +191,7 @@ func TestContentLarge(t *testing.T) {
 	checkSame(t, -1, n, fd, ref)
 }
 
-func both(n *node, fd int, ref *os.File, off int64, size int) error {
+func both(n *state, fd int, ref *os.File, off int64, size int) error {
 	data := make([]byte, size)
 	_, _ = crand.Read(data)
 	if _, err := ref.WriteAt(data, off); err != nil {
@@ -200,7 +200,7 @@ func both(n *node, fd int, ref *os.File, off int64, size int) error {
 	return n.writeLocked(fd, data, off)
 }
 
-func trunc(n *node, fd int, ref *os.File, size int64) error {
+func trunc(n *state, fd int, ref *os.File, size int64) error {
 	if err := ref.Truncate(size); err != nil {
 		return err
 	}

@@ -62,8 +62,15 @@ func (n *node) report(e syscall.Errno, err error) {
 }
 
 // loadedVersion is the key version of the file's EDEK once it was opened; 0 before.
-// It may be called with n.mu held or not.
-func (n *node) loadedVersion() uint32 { return n.keyVersion.Load() }
+// It may be called with the content lock held or not: a try-lock never waits for it.
+func (n *node) loadedVersion() uint32 {
+	s := n.open.Load()
+	if s == nil || !s.mu.TryRLock() {
+		return 0
+	}
+	defer s.mu.RUnlock()
+	return s.keyVersion
+}
 
 // errnoName is the symbolic name of the errnos the data path answers.
 func errnoName(e syscall.Errno) string {

@@ -19,16 +19,18 @@ import (
 // descriptor, which reports deferred write errors on backing file systems such as NFS.
 const zoneOpenFlags = fuse.FOPEN_NOFLUSH
 
-// file is an open encrypted file: a backing descriptor and the node's content state.
+// file is an open encrypted file: a backing descriptor and the node's content state,
+// held until Release.
 type file struct {
-	n  *node
+	s  *state
 	fd int
 }
 
-// zoneFile is the handle of zone file n open as fd.
-func (n *node) zoneFile(fd int) *file {
-	n.opened(fd)
-	return &file{n: n, fd: fd}
+// zoneFile is the handle of zone file s open as fd; it takes over the caller's hold on
+// s.
+func (s *state) zoneFile(fd int) *file {
+	s.opened(fd)
+	return &file{s: s, fd: fd}
 }
 
 var (
@@ -46,32 +48,32 @@ var (
 )
 
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if errno := f.n.usable(); errno != 0 {
+	if errno := f.s.usable(); errno != 0 {
 		return nil, errno
 	}
-	f.n.mu.RLock()
-	defer f.n.mu.RUnlock()
-	k, err := f.n.readLocked(f.fd, dest, off)
+	f.s.mu.RLock()
+	defer f.s.mu.RUnlock()
+	k, err := f.s.readLocked(f.fd, dest, off)
 	if err != nil {
-		return nil, f.n.errno(f.fd, err)
+		return nil, f.s.errno(f.fd, err)
 	}
-	if z := f.n.zone.Load(); z != nil && f.n.fsys.met != nil {
-		f.n.fsys.met.ZoneRead(z.IDString(), k)
+	if z := f.s.zone.Load(); z != nil && f.s.fsys.met != nil {
+		f.s.fsys.met.ZoneRead(z.IDString(), k)
 	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if errno := f.n.usable(); errno != 0 {
+	if errno := f.s.usable(); errno != 0 {
 		return 0, errno
 	}
-	f.n.mu.Lock()
-	defer f.n.mu.Unlock()
-	if err := f.n.fsys.asCaller(ctx, func() error { return f.n.writeLocked(f.fd, data, off) }); err != nil {
-		return 0, f.n.errno(f.fd, err)
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	if err := f.s.fsys.asCaller(ctx, func() error { return f.s.writeLocked(f.fd, data, off) }); err != nil {
+		return 0, f.s.errno(f.fd, err)
 	}
-	if z := f.n.zone.Load(); z != nil && f.n.fsys.met != nil {
-		f.n.fsys.met.ZoneWrite(z.IDString(), len(data))
+	if z := f.s.zone.Load(); z != nil && f.s.fsys.met != nil {
+		f.s.fsys.met.ZoneWrite(z.IDString(), len(data))
 	}
 	return uint32(len(data)), 0
 }
@@ -82,13 +84,15 @@ func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 		return gofs.ToErrno(err)
 	}
 	out.FromStat(&st)
-	f.n.fixSize(&out.Attr, st.Size)
+	f.s.fixSize(&out.Attr, st.Size)
 	return 0
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	f.n.closing(f.fd)
-	return gofs.ToErrno(syscall.Close(f.fd))
+	f.s.closing(f.fd)
+	err := syscall.Close(f.fd)
+	f.s.release()
+	return gofs.ToErrno(err)
 }
 
 func (f *file) Flush(ctx context.Context) syscall.Errno { return 0 }
@@ -98,9 +102,9 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	f.n.mu.RLock()
-	size := uint64(f.n.size)
-	f.n.mu.RUnlock()
+	f.s.mu.RLock()
+	size := uint64(f.s.size)
+	f.s.mu.RUnlock()
 	// Holes inside a sealed file are not tracked: the whole file is data.
 	switch whence {
 	case unix.SEEK_DATA:

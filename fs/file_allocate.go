@@ -11,10 +11,10 @@ import (
 
 // Allocate serves fallocate(2), as the caller on shared mounts.
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	if errno := f.n.usable(); errno != 0 {
+	if errno := f.s.usable(); errno != 0 {
 		return errno
 	}
-	return gofs.ToErrno(f.n.fsys.asCaller(ctx, func() error { return errnoOr(f.allocate(off, size, mode)) }))
+	return gofs.ToErrno(f.s.fsys.asCaller(ctx, func() error { return errnoOr(f.allocate(off, size, mode)) }))
 }
 
 // allocate is Allocate. Punching a hole and zeroing a range write zeros over the
@@ -28,29 +28,29 @@ func (f *file) allocate(off uint64, size uint64, mode uint32) syscall.Errno {
 		if keep {
 			// Reserving space without changing the size needs no plaintext; reserve
 			// the backing range that would hold it.
-			f.n.mu.RLock()
-			defer f.n.mu.RUnlock()
+			f.s.mu.RLock()
+			defer f.s.mu.RUnlock()
 			return gofs.ToErrno(f.reserve(start, end))
 		}
-		f.n.mu.Lock()
-		defer f.n.mu.Unlock()
-		return f.n.errno(f.fd, f.n.extendLocked(f.fd, end))
+		f.s.mu.Lock()
+		defer f.s.mu.Unlock()
+		return f.s.errno(f.fd, f.s.extendLocked(f.fd, end))
 	case unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE:
 		if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 && !keep {
 			return syscall.EOPNOTSUPP // as on every Linux file system
 		}
-		f.n.mu.Lock()
-		defer f.n.mu.Unlock()
-		if err := f.n.zeroLocked(f.fd, start, end); err != nil {
-			return f.n.errno(f.fd, err)
+		f.s.mu.Lock()
+		defer f.s.mu.Unlock()
+		if err := f.s.zeroLocked(f.fd, start, end); err != nil {
+			return f.s.errno(f.fd, err)
 		}
-		if end <= f.n.size || mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
+		if end <= f.s.size || mode&unix.FALLOC_FL_PUNCH_HOLE != 0 {
 			return 0
 		}
 		if keep {
-			return gofs.ToErrno(f.reserve(max(start, f.n.size), end))
+			return gofs.ToErrno(f.reserve(max(start, f.s.size), end))
 		}
-		return f.n.errno(f.fd, f.n.extendLocked(f.fd, end))
+		return f.s.errno(f.fd, f.s.extendLocked(f.fd, end))
 	}
 	return syscall.EOPNOTSUPP
 }

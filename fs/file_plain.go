@@ -13,8 +13,8 @@ import (
 // go-fuse hands to the kernel for passthrough, with the lock calls of lock.go.
 type plainHandle struct {
 	*gofs.LoopbackFile
-	fd int // the loopback file's descriptor, open until Release
-	n  *node
+	fd int    // the loopback file's descriptor, open until Release
+	s  *state // held until Release
 }
 
 func (h *plainHandle) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
@@ -34,7 +34,7 @@ func (h *plainHandle) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLoc
 // registration: on shared mounts the caller's (asOpener).
 func (h *plainHandle) PassthroughFd() (int, bool) {
 	if !passthroughAsCaller() {
-		h.n.fsys.log.Printf("%s: served by the daemon: cannot act as the caller for passthrough", h.n.path())
+		h.s.fsys.log.Printf("%s: served by the daemon: cannot act as the caller for passthrough", h.s.path())
 		return -1, false
 	}
 	return h.LoopbackFile.PassthroughFd()
@@ -43,18 +43,20 @@ func (h *plainHandle) PassthroughFd() (int, bool) {
 // Write and Allocate, which reach the daemon for files it serves itself (fallocate
 // always), write as the caller on shared mounts.
 func (h *plainHandle) Write(ctx context.Context, data []byte, off int64) (n uint32, errno syscall.Errno) {
-	_ = h.n.fsys.asCaller(ctx, func() error { n, errno = h.LoopbackFile.Write(ctx, data, off); return nil })
+	_ = h.s.fsys.asCaller(ctx, func() error { n, errno = h.LoopbackFile.Write(ctx, data, off); return nil })
 	return n, errno
 }
 
 func (h *plainHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	return gofs.ToErrno(h.n.fsys.asCaller(ctx, func() error { return errnoOr(h.LoopbackFile.Allocate(ctx, off, size, mode)) }))
+	return gofs.ToErrno(h.s.fsys.asCaller(ctx, func() error { return errnoOr(h.LoopbackFile.Allocate(ctx, off, size, mode)) }))
 }
 
 func (h *plainHandle) Release(ctx context.Context) syscall.Errno {
-	h.n.closing(h.fd)
+	h.s.closing(h.fd)
 	dropLocks(h.fd)
-	return h.LoopbackFile.Release(ctx)
+	errno := h.LoopbackFile.Release(ctx)
+	h.s.release()
+	return errno
 }
 
 // daemonFile is a plain file whose reads and writes come to the daemon (-o
@@ -77,8 +79,9 @@ func (daemonFile) PassthroughFd() (int, bool) { return -1, false }
 // every open of a file the backing ID another open registered (a set-ID file kept
 // open for reading would otherwise turn the write into a passthrough one).
 func (n *node) plainFile(fd int, flags uint32) (gofs.FileHandle, uint32) {
-	n.opened(fd)
-	h := &plainHandle{gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd, n}
+	s := n.acquire()
+	s.opened(fd)
+	h := &plainHandle{gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), fd, s}
 	if n.fsys.noPassthrough {
 		return daemonFile{h}, 0
 	}

@@ -114,11 +114,12 @@ type FS struct {
 	// directory while it becomes a zone.
 	zoneMu sync.RWMutex
 
-	// live maps inode numbers to the encrypted nodes the kernel knows, so the reencrypt
-	// worker can take a file's content lock. Guarded by liveMu.
+	// live maps inode numbers to the states of the zone files open (see state), so the
+	// reencrypt worker can take a file's content lock. Guarded by liveMu, which also
+	// guards the states' reference counts.
 	liveMu sync.Mutex
-	live   map[uint64]*node
-	// stripes stand in for the content lock of files the kernel does not know.
+	live   map[uint64]*state
+	// stripes stand in for the content lock of files that are not open.
 	stripes [64]sync.Mutex
 	// moves counts renames and hard links per zone (crypto.ZoneID → *atomic.Uint64).
 	moves sync.Map
@@ -137,7 +138,7 @@ func New(o Options) (*FS, error) {
 		root.Close()
 		return nil, fmt.Errorf("backing dir %s: not a directory", o.Backing)
 	}
-	f := &FS{root: root, keys: o.Keys, hooks: o.Hooks, zones: o.Zones, log: o.Logger, events: o.Events, met: o.Metrics, live: map[uint64]*node{}}
+	f := &FS{root: root, keys: o.Keys, hooks: o.Hooks, zones: o.Zones, log: o.Logger, events: o.Events, met: o.Metrics, live: map[uint64]*state{}}
 	if f.log == nil {
 		f.log = log.New(os.Stderr, "ezfs: ", log.LstdFlags)
 	}
@@ -176,21 +177,33 @@ func (f *FS) stableAttr(st *unix.Stat_t) gofs.StableAttr {
 	return gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: (swapped ^ swappedRoot) ^ st.Ino, Gen: 1}
 }
 
-// LockFile takes the content lock of the backing file st describes: its node's lock if
-// the kernel knows the file, else a lock that stands in for it.
+// LockFile takes the content lock of the backing file st describes: its state's lock
+// if the file is open (the state is held meanwhile), else its inode's stripe lock,
+// which an open of the file takes too before it loads (acquire).
 func (f *FS) LockFile(st *unix.Stat_t) func() {
 	ino := f.stableAttr(st).Ino
-	f.liveMu.Lock()
-	n := f.live[ino]
-	f.liveMu.Unlock()
-	if n != nil {
-		n.mu.Lock()
-		return n.mu.Unlock
-	}
-	m := &f.stripes[ino%uint64(len(f.stripes))]
+	m := f.stripe(ino)
 	m.Lock()
-	return m.Unlock
+	f.liveMu.Lock()
+	s := f.live[ino]
+	if s != nil {
+		s.refs++
+	}
+	f.liveMu.Unlock()
+	if s == nil {
+		return m.Unlock
+	}
+	m.Unlock()
+	s.mu.Lock()
+	return func() {
+		s.mu.Unlock()
+		s.release()
+	}
 }
+
+// stripe is the lock that stands in for the content lock of inode ino while it has
+// no state.
+func (f *FS) stripe(ino uint64) *sync.Mutex { return &f.stripes[ino%uint64(len(f.stripes))] }
 
 // Moves counts the renames and hard links made in zone since the mount.
 func (f *FS) Moves(zone crypto.ZoneID) uint64 {

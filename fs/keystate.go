@@ -15,9 +15,9 @@ import (
 func (f *FS) DropKeyCaches(name string) int {
 	f.liveMu.Lock()
 	var ns []*node
-	for _, n := range f.live {
-		if z := n.zone.Load(); z != nil && z.Key == name {
-			ns = append(ns, n)
+	for _, s := range f.live { // the open files: a file not open is refused its open
+		if z := s.zone.Load(); z != nil && z.Key == name {
+			ns = append(ns, s.node)
 		}
 	}
 	f.liveMu.Unlock()
@@ -33,17 +33,16 @@ func (f *FS) DropKeyCaches(name string) int {
 // VersionInUse counts the open files of the mount whose EDEK is under zone key
 // name@version (version 0: any version of name), read through their open descriptors
 // now: they include files the scan of the backing directory cannot see (unlinked while
-// open, O_TMPFILE files not linked yet). A file whose EDEK cannot be read counts. Only
-// nodes that loaded a key version are asked; the live map is held only to list them.
+// open, O_TMPFILE files not linked yet). A file whose EDEK cannot be read counts. The
+// live map (the open files) is held only to list them.
 func (f *FS) VersionInUse(name string, version uint32) int {
 	f.liveMu.Lock()
 	var ns []*node
-	for _, n := range f.live {
-		// keyVersion is the version the node loaded; a reencrypt may have moved the
-		// file since, so the EDEK itself decides below.
-		z, v := n.zone.Load(), n.keyVersion.Load()
-		if z != nil && z.Key == name && v != 0 && (version == 0 || v == version) {
-			ns = append(ns, n)
+	for _, s := range f.live {
+		// The EDEK decides below, not the version the file loaded: a reencrypt may
+		// have moved the file since.
+		if z := s.zone.Load(); z != nil && z.Key == name {
+			ns = append(ns, s.node)
 		}
 	}
 	f.liveMu.Unlock()

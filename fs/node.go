@@ -2,12 +2,10 @@ package fs
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/ezfs/ezfs/backing"
-	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/zones"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -15,7 +13,7 @@ import (
 )
 
 // node is one inode of the mount. Hard links share a node (go-fuse keys nodes by
-// inode number), so the content lock is per inode.
+// inode number), so the state of open files, with the content lock, is per inode.
 type node struct {
 	gofs.Inode
 	fsys *FS
@@ -26,67 +24,15 @@ type node struct {
 	zone     atomic.Pointer[zones.Zone]
 	zoneRoot bool // set with zone; a zone root directory
 
-	// mu is the content lock of a regular file in a zone: every path that changes
-	// contents or size holds it for writing; reads hold it for reading.
-	mu sync.RWMutex
-	// cc, size, sizeKnown and torn are guarded by mu. cc is the file's block cipher, built
-	// once from the EDEK; size is the plaintext size, maintained by every write and
-	// truncate once known.
-	cc *crypto.ContentCipher
-	// keyVersion is the zone key version of the file's EDEK, set with cc (0 before):
-	// for messages, and for VersionInUse, which reads it without mu.
-	keyVersion atomic.Uint32
-	// holeFrom is a backing offset below which the file has no holes: 0 at load (not
-	// known yet), raised by the SEEK_HOLE of the first write that needs it, lowered by an extension or a punch that makes holes, raised as
-	// reserve finds the holes filled; math.MaxInt64 for none. Guarded by mu.
-	holeFrom  int64
-	size      int64
-	sizeKnown bool
-	torn      bool // the backing file ends in bytes past size, left by a crash
-
-	// fds are the backing descriptors of the node's open files. A file that has lost
-	// its names (unlinked while open, or O_TMPFILE) is reached through one of them.
-	// Guarded by fdMu, which an operation through one holds, so that the file's
-	// release cannot close it meanwhile. fdMu may be taken while mu is held (an open
-	// records its descriptor), never the other way round.
-	fdMu sync.Mutex
-	fds  []int
-}
-
-// opened records fd, a new open file of the node.
-func (n *node) opened(fd int) {
-	n.fdMu.Lock()
-	n.fds = append(n.fds, fd)
-	n.fdMu.Unlock()
-}
-
-// closing forgets fd, an open file of the node about to be closed.
-func (n *node) closing(fd int) {
-	n.fdMu.Lock()
-	defer n.fdMu.Unlock()
-	for i, f := range n.fds {
-		if f == fd {
-			n.fds = append(n.fds[:i], n.fds[i+1:]...)
-			return
-		}
-	}
+	// open is the node's state while files of it are open, else nil (see state).
+	// Changed under fsys.liveMu.
+	open atomic.Pointer[state]
 }
 
 // lost reports whether the node's file has lost all its names.
 func (n *node) lost() bool {
 	_, parent := n.Parent()
 	return parent == nil && !n.IsRoot()
-}
-
-// viaOpenFile calls fn with the backing descriptor of one of the node's open files;
-// ENOENT if none is open.
-func (n *node) viaOpenFile(fn func(fd int) error) error {
-	n.fdMu.Lock()
-	defer n.fdMu.Unlock()
-	if len(n.fds) == 0 {
-		return syscall.ENOENT
-	}
-	return fn(n.fds[0])
 }
 
 // rel is the node's path relative to the backing dir, as the node tree has it: a way
@@ -201,26 +147,13 @@ func (n *node) newChild(ctx context.Context, name string, fd int, st *unix.Stat_
 		}
 	}
 	in := n.NewInode(ctx, ch, n.fsys.stableAttr(st))
-	got := in.Operations().(*node)
-	if got == ch && ch.encrypted() {
-		n.fsys.liveMu.Lock()
-		n.fsys.live[in.StableAttr().Ino] = ch
-		n.fsys.liveMu.Unlock()
-	}
 	out.FromStat(sysStat(st))
-	got.fixSize(out, st.Size)
+	in.Operations().(*node).fixSize(out, st.Size)
 	return in
 }
 
-// OnForget drops the node from the live map and the directory cache once the kernel
-// forgot it.
+// OnForget drops the node from the directory cache once the kernel forgot it.
 func (n *node) OnForget() {
-	ino := n.StableAttr().Ino
-	n.fsys.liveMu.Lock()
-	if n.fsys.live[ino] == n {
-		delete(n.fsys.live, ino)
-	}
-	n.fsys.liveMu.Unlock()
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		n.fsys.dirs.drop(n)
 	}

@@ -132,11 +132,12 @@ func (n *node) reopenHandle(ctx context.Context, in *fuse.SetAttrIn) (gofs.FileH
 	if errno != 0 {
 		return nil, nil, errno
 	}
+	s := n.acquire()
 	if n.encrypted() {
-		return &file{n: n, fd: fd}, func() { syscall.Close(fd) }, 0
+		return &file{s: s, fd: fd}, func() { syscall.Close(fd); s.release() }, 0
 	}
 	lf := gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile) // closes fd from here on
-	return &plainHandle{LoopbackFile: lf, fd: fd, n: n}, func() { lf.Release(ctx) }, 0
+	return &plainHandle{LoopbackFile: lf, fd: fd, s: s}, func() { lf.Release(ctx); s.release() }, 0
 }
 
 // truncate sets the size of the object open as fd (an O_PATH descriptor when there is
@@ -149,21 +150,27 @@ func (n *node) truncate(ctx context.Context, f gofs.FileHandle, fd int, size int
 		return errno
 	}
 	if fh, ok := f.(*file); ok {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		return n.errno(fh.fd, n.fsys.asCaller(ctx, func() error { return n.truncateLocked(fh.fd, size) }))
+		return fh.s.truncate(ctx, fh.fd, size)
 	}
 	wfd, err := backing.Reopen(fd, syscall.O_RDWR)
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
 	defer syscall.Close(wfd)
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := n.loadLocked(ctx, wfd); err != nil {
-		return n.errno(wfd, err)
+	s := n.acquire()
+	defer s.release()
+	return s.truncate(ctx, wfd, size)
+}
+
+// truncate sets the size of the zone file open as fd, loaded first if need be (a file
+// truncated by its name is not open, and the state may be new).
+func (s *state) truncate(ctx context.Context, fd int, size int64) syscall.Errno {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.loadLocked(ctx, fd); err != nil {
+		return s.errno(fd, err)
 	}
-	return n.errno(wfd, n.fsys.asCaller(ctx, func() error { return n.truncateLocked(wfd, size) }))
+	return s.errno(fd, s.fsys.asCaller(ctx, func() error { return s.truncateLocked(fd, size) }))
 }
 
 // Access answers access(2) when the kernel does not check permissions itself (no

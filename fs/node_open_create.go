@@ -69,39 +69,44 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := n.loadLocked(ctx, fd); err != nil {
-		errno := n.errno(fd, err)
+	s := n.acquire()
+	fh, errno := s.openLoaded(ctx, fd, flags)
+	if errno != 0 {
 		syscall.Close(fd)
+		s.release()
 		return nil, 0, errno
 	}
-	if flags&syscall.O_TRUNC != 0 {
-		if err := n.truncateLocked(fd, 0); err != nil {
-			errno := n.errno(fd, err)
-			syscall.Close(fd)
-			return nil, 0, errno
-		}
-	}
-	return n.zoneFile(fd), zoneOpenFlags, 0
+	return fh, zoneOpenFlags, 0
 }
 
-// loadLocked builds the file's cipher from its EDEK and learns its size, once per node.
-func (n *node) loadLocked(ctx context.Context, fd int) error {
-	if n.cc != nil && n.sizeKnown {
+// openLoaded makes the handle of zone file s open as fd, loaded (and truncated for
+// O_TRUNC) first.
+func (s *state) openLoaded(ctx context.Context, fd int, flags uint32) (*file, syscall.Errno) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.loadLocked(ctx, fd); err != nil {
+		return nil, s.errno(fd, err)
+	}
+	if flags&syscall.O_TRUNC != 0 {
+		if err := s.truncateLocked(fd, 0); err != nil {
+			return nil, s.errno(fd, err)
+		}
+	}
+	return s.zoneFile(fd), 0
+}
+
+// loadLocked builds the file's cipher from its EDEK, once per state, and learns its
+// size, once per state too: a state kept for a torn tail (see state) knows it.
+func (s *state) loadLocked(ctx context.Context, fd int) error {
+	if s.cc != nil && s.sizeKnown {
 		return nil
 	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
-		return err
-	}
-	var head []byte
-	if n.cc == nil {
+	if s.cc == nil {
 		rec, err := zones.ReadEDEK(fd)
 		if err != nil {
 			return err
 		}
-		dek, e, err := n.fsys.keys.OpenFileKey(keyContext(ctx), n.zone.Load(), rec)
+		dek, e, err := s.fsys.keys.OpenFileKey(keyContext(ctx), s.zone.Load(), rec)
 		if err != nil {
 			return err
 		}
@@ -110,13 +115,37 @@ func (n *node) loadLocked(ctx context.Context, fd int) error {
 		if err != nil {
 			return err
 		}
-		if head, err = readHead(fd, st.Size, e.FileID); err != nil {
+		s.cc, s.keyVersion = cc, e.KeyVersion
+	}
+	if s.sizeKnown {
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return err
+	}
+	return withoutAtime(fd, func() error {
+		head, err := readHead(fd, st.Size, s.cc.FileID())
+		if err != nil {
 			return err
 		}
-		n.cc = cc
-		n.keyVersion.Store(e.KeyVersion)
+		return s.learnSizeLocked(fd, st.Size, head)
+	})
+}
+
+// withoutAtime calls fn with the open file fd marked O_NOATIME: the reads an open makes
+// to load a file are not an access of it (a plain file's open reads nothing), only the
+// reads through the mount are. Where the flag is refused, fn runs all the same.
+func withoutAtime(fd int, fn func() error) error {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_NOATIME != 0 {
+		return fn()
 	}
-	return n.learnSizeLocked(fd, st.Size, head)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NOATIME); err != nil {
+		return fn()
+	}
+	defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	return fn()
 }
 
 // readHead reads the start of a zone file of size backing bytes and checks its header
@@ -221,13 +250,13 @@ func (n *node) removeCreated(dirfd int, name string, fd int) {
 	}
 }
 
-// newZoneFile hands out the first open of a new zone file, whose cipher is s's.
-func (n *node) newZoneFile(fd int, s sealed) *file {
-	n.mu.Lock()
-	n.cc, n.size, n.sizeKnown, n.holeFrom = s.cc, 0, true, math.MaxInt64
-	n.keyVersion.Store(s.version)
-	n.mu.Unlock()
-	return n.zoneFile(fd)
+// newZoneFile hands out the first open of a new zone file, whose cipher is sd's.
+func (n *node) newZoneFile(fd int, sd sealed) *file {
+	s := n.acquire()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cc, s.keyVersion, s.size, s.sizeKnown, s.holeFrom = sd.cc, sd.version, 0, true, math.MaxInt64
+	return s.zoneFile(fd)
 }
 
 // sealed is what sealNew made: the new file's cipher and the zone key version of its
