@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/keystore"
 )
 
 // backup writes a consistent copy of the keystore to a.Path (`keystore backup`),
@@ -17,7 +18,8 @@ func (d *daemon) backup(a control.BackupArgs) (*control.BackupResult, error) {
 	if p == d.cfg.Mountpoint || strings.HasPrefix(p, d.cfg.Mountpoint+"/") {
 		return nil, UsageError("keystore backup: %s is inside the mount %s; write it outside (on another disk)", p, d.cfg.Mountpoint)
 	}
-	n, err := d.store.Backup(p, a.Force, d.cfg.Mountpoint, d.cfg.Backing, d.cfg.Keystore)
+	root := d.fsys.Root() // the backing directory as the mount opened it
+	n, err := d.store.Backup(p, a.Force, keystore.Place{Name: d.cfg.Backing, Dev: root.Dev, Ino: root.Ino})
 	d.audit.Action(control.OpKeystoreBackup, map[string]any{"path": p, "bytes": n, "force": a.Force}, err)
 	if err != nil {
 		return nil, err

@@ -17,14 +17,15 @@ import (
 // Backup writes a consistent copy of the keystore to path (bbolt's copy of a read
 // transaction, so writers go on meanwhile), in full or not at all, mode 0600 (see
 // writeAtomic: no symlink is followed, an existing path is refused, ErrExists, unless
-// force). A path inside one of the folders of avoid (the backing directory, the
+// force). A path inside the keystore's own folder or one of the folders of avoid (the
+// backing directory, the
 // keystore folder, the mount: a backup on the disk it is to survive is none, and one
 // over the live database would replace it) is refused. It returns the copy's size. The
 // keystore holds only wrapped material (zone key versions wrapped by main keys, the
 // system provider's private key sealed under its passphrase), and so does the copy.
-func (s *Store) Backup(path string, force bool, avoid ...string) (int64, error) {
+func (s *Store) Backup(path string, force bool, avoid ...Place) (int64, error) {
 	var n int64
-	err := writeAtomic(path, force, avoid, func(f *os.File) error {
+	err := writeAtomic(path, force, append(avoid, s.folder), func(f *os.File) error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			var err error
 			n, err = tx.WriteTo(f)
@@ -45,7 +46,7 @@ func BackupDir(dir, path string, force bool) (int64, error) {
 		return 0, err
 	}
 	defer s.Close()
-	n, err := s.Backup(path, force, dir)
+	n, err := s.Backup(path, force)
 	a, aerr := OpenAudit(dir)
 	if aerr != nil {
 		return n, errors.Join(err, aerr)
@@ -62,7 +63,7 @@ func BackupDir(dir, path string, force bool) (int64, error) {
 // (O_EXCL), fsynced, then linked in place (refused when path exists) or, with force,
 // renamed over it, all relative to the folder's descriptor; the folder is fsynced
 // last. A parent inside one of the folders of avoid is refused.
-func writeAtomic(path string, force bool, avoid []string, fill func(f *os.File) error) error {
+func writeAtomic(path string, force bool, avoid []Place, fill func(f *os.File) error) error {
 	dirfd, name, err := openParent(path)
 	if err != nil {
 		return err
@@ -128,19 +129,17 @@ func openParent(path string) (int, string, error) {
 	return fd, filepath.Base(path), nil
 }
 
-// refuseWithin refuses a folder dirfd (path's) that is one of the folders of avoid or
-// lies below one, by device and inode: its ancestors are walked with "..".
-func refuseWithin(dirfd int, path string, avoid []string) error {
-	var ids []unix.Stat_t
-	for _, a := range avoid {
-		var st unix.Stat_t
-		if err := unix.Stat(a, &st); err == nil {
-			ids = append(ids, st)
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
+// Place is a folder a backup must not be written in, by device and inode (taken from
+// a descriptor already open: the daemon's backing root, the keystore's folder as it
+// was opened); Name is for messages.
+type Place struct {
+	Name     string
+	Dev, Ino uint64
+}
+
+// refuseWithin refuses a folder dirfd (path's) that is one of avoid or lies below one,
+// by device and inode: its ancestors are walked with "..".
+func refuseWithin(dirfd int, path string, avoid []Place) error {
 	fd, err := unix.Dup(dirfd)
 	if err != nil {
 		return err
@@ -151,10 +150,10 @@ func refuseWithin(dirfd int, path string, avoid []string) error {
 			unix.Close(fd)
 			return err
 		}
-		for i, id := range ids {
-			if st.Dev == id.Dev && st.Ino == id.Ino {
+		for _, a := range avoid {
+			if st.Dev == a.Dev && st.Ino == a.Ino {
 				unix.Close(fd)
-				return fmt.Errorf("%s is inside %s: a backup must not be written there (keep it on another disk): %w", path, avoid[i], ErrBadInput)
+				return fmt.Errorf("%s is inside %s: a backup must not be written there (keep it on another disk): %w", path, a.Name, ErrBadInput)
 			}
 		}
 		up, err := backing.Parent(fd)

@@ -141,7 +141,7 @@ func TestBackupTarget(t *testing.T) {
 		{"over the live keystore", filepath.Join(s.Dir(), FileName), true},
 		{"below the keystore folder", filepath.Join(s.Dir(), "deeper", "ks.db"), false},
 	} {
-		if _, err := s.Backup(c.path, c.force, s.Dir()); !errors.Is(err, ErrBadInput) {
+		if _, err := s.Backup(c.path, c.force); !errors.Is(err, ErrBadInput) {
 			t.Errorf("%s: %v, want ErrBadInput", c.name, err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ezfs/ezfs/crypto"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
@@ -185,6 +186,9 @@ type Zone struct {
 type Store struct {
 	db  *bolt.DB
 	dir string
+	// folder is dir's identity when the store was opened: a backup is never written
+	// into it (Backup).
+	folder Place
 
 	// latest caches the newest version of each zone key: every file create needs it.
 	// The daemon is the keystore's only writer, so the cache follows every roll.
@@ -255,7 +259,12 @@ func open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, latest: map[string]uint32{}}, nil
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil { // the folder bbolt just opened the file in
+		db.Close()
+		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
+	}
+	return &Store{db: db, dir: dir, folder: Place{Name: dir, Dev: st.Dev, Ino: st.Ino}, latest: map[string]uint32{}}, nil
 }
 
 // Close releases the file lock.

@@ -32,6 +32,7 @@ func TestScanRefusesUnreadableEDEKs(t *testing.T) {
 		}
 	}
 	p := filepath.Join(f.Backing, f.ZonePath, "d000", "f000000")
+	// Raw, by path, on purpose: the test plays someone writing the backing disk.
 	if err := unix.Setxattr(p, zones.XattrEDEK, []byte("not an EDEK"), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package zonetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -68,11 +69,16 @@ func New(tb testing.TB, key string) *Fixture {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	if err := unix.Setxattr(root, zones.XattrZone, f.Zone.Marker(), 0); err != nil {
+	rfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	if err := zones.WriteMarker(rfd, f.Zone); err != nil {
 		tb.Fatal(err)
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(root, &st); err != nil {
+	if err := unix.Fstat(rfd, &st); err != nil {
 		tb.Fatal(err)
 	}
 	err = store.PutZone(&keystore.Zone{ID: f.Zone.IDString(), Path: f.ZonePath, Key: key, Created: time.Now().UTC(), Dev: st.Dev, Ino: st.Ino})
@@ -139,10 +145,7 @@ func (f *Fixture) add(tb testing.TB, n int, prefix string, contents []byte, newK
 			tb.Fatal(err)
 		}
 		p := filepath.Join(dir, fmt.Sprintf("%s%06d", prefix, i))
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			tb.Fatal(err)
-		}
-		if err := unix.Setxattr(p, zones.XattrEDEK, rec, 0); err != nil {
+		if err := writeFile(p, data, rec); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -173,4 +176,22 @@ func (f *Fixture) Close() {
 		f.Store.Close()
 		f.Store = nil
 	}
+}
+
+// writeFile writes the zone file p (new, or over one of an earlier call) with its
+// contents and, through the same descriptor, its EDEK record (zones.WriteEDEK: the one
+// place for the xattr).
+func writeFile(p string, data, rec []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = zones.WriteEDEK(int(f.Fd()), rec, false)
+	}
+	if errors.Is(err, unix.EEXIST) {
+		err = zones.WriteEDEK(int(f.Fd()), rec, true)
+	}
+	return errors.Join(err, f.Close())
 }
