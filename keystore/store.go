@@ -15,8 +15,8 @@ import (
 
 	"github.com/ezfs/ezfs/crypto"
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 )
 
 // FileName is the keystore database inside its folder.
