@@ -136,7 +136,7 @@ func (r *Reencryptor) launchLocked(j *keystore.Job, z *Zone) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ru := &run{r: r, zone: z, root: j.ZonePath, target: j.Target, ctx: ctx, cancel: cancel,
 		resumed: j.Checkpoint != "",
-		done:    make(chan struct{}), job: *j, failed: map[string]string{}, seen: map[[2]uint64]bool{}}
+		done:    make(chan struct{}), job: *j, failed: map[string]string{}, seen: map[[2]uint64]outcome{}}
 	for _, f := range j.FailedFiles {
 		ru.failed[f.Path] = f.Reason
 	}
@@ -278,13 +278,13 @@ type run struct {
 	done         chan struct{}
 
 	mu        sync.Mutex
-	job       keystore.Job       // guarded by mu: the live record
-	failed    map[string]string  // guarded by mu: path → reason, current failures
-	seen      map[[2]uint64]bool // coordinator only: hard-linked inodes counted
-	startedAt time.Time          // guarded by mu
-	scannedAt int64              // guarded by mu: Scanned when this run started
-	lastSave  time.Time          // coordinator only
-	sinceSave int                // coordinator only
+	job       keystore.Job          // guarded by mu: the live record
+	failed    map[string]string     // guarded by mu: path → reason, current failures
+	seen      map[[2]uint64]outcome // coordinator only: hard-linked inodes counted, as what
+	startedAt time.Time             // guarded by mu
+	scannedAt int64                 // guarded by mu: Scanned when this run started
+	lastSave  time.Time             // coordinator only
+	sinceSave int                   // coordinator only
 }
 
 func (ru *run) snapshot() keystore.Job {
@@ -480,7 +480,7 @@ func (ru *run) pass() error {
 	ru.mu.Lock()
 	checkpoint, rate, isSweep := ru.job.Checkpoint, ru.job.Rate, ru.job.Pass > 0
 	ru.mu.Unlock()
-	ru.seen = map[[2]uint64]bool{}
+	ru.seen = map[[2]uint64]outcome{}
 	items := make(chan item, 256)
 	results := make(chan result, 256)
 	var walkErr error
@@ -555,15 +555,27 @@ func (ru *run) apply(res result, isSweep bool) {
 	if !isSweep {
 		j.Scanned++
 	}
-	// Another name of an inode seen in this pass: the inode was handled at its first.
+	// Another name of an inode seen in this pass: the inode is counted at its first.
+	// Its names are processed in parallel, so the rewrap may have been made through a
+	// later name while the first found it current: it is counted as rewrapped then.
 	if res.nlink > 1 {
-		if ru.seen[res.devIno] {
+		if first, ok := ru.seen[res.devIno]; ok {
 			if !isSweep {
 				j.Links++
 			}
+			if first == current && res.outcome == rewrapped {
+				ru.seen[res.devIno] = rewrapped
+				j.Rewrapped++
+				if res.fromV1 {
+					j.UpgradedV1++
+				}
+				if !isSweep {
+					j.Current--
+				}
+			}
 			return
 		}
-		ru.seen[res.devIno] = true
+		ru.seen[res.devIno] = res.outcome
 	}
 	if !isSweep {
 		j.Files++
