@@ -252,7 +252,7 @@ func TestShortNotTorn(t *testing.T) {
 			if err := pwriteFull(fd, b, 0); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := readHead(fd, int64(len(b)), n.cc.FileID()); err == nil {
+			if _, err := readHead(fd, make([]byte, headLen(int64(len(b)))), n.cc.FileID()); err == nil {
 				t.Fatalf("readHead of %q: no error, want one (EIO)", b)
 			}
 			if got := backingOf(t, fd); !bytes.Equal(got, b) {
@@ -284,7 +284,7 @@ func reopen(t *testing.T, n *state, fd int) {
 		t.Fatal(err)
 	}
 	n.size, n.sizeKnown, n.torn = 0, false, false
-	head, err := readHead(fd, st.Size, n.cc.FileID())
+	head, err := readHead(fd, make([]byte, headLen(st.Size)), n.cc.FileID())
 	if err != nil {
 		t.Fatal(err)
 	}

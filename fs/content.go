@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sync"
 	"syscall"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -17,22 +16,6 @@ import (
 // the others), with s.cc and s.size loaded.
 
 const bs = crypto.BlockSize
-
-// bufPool holds buffers for one FUSE request's worth of blocks (1 MiB writes plus the
-// partial blocks around them), so requests do not allocate.
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, (1<<20/bs+2)*crypto.CipherBlockLen)
-	return &b
-}}
-
-func getBuf(n int) *[]byte {
-	p := bufPool.Get().(*[]byte)
-	if cap(*p) < n {
-		*p = make([]byte, 0, n)
-	}
-	*p = (*p)[:n]
-	return p
-}
 
 // sealedLen is the length of block i in a backing file holding `size` plaintext bytes.
 func sealedLen(i, size int64) int64 {
@@ -92,7 +75,7 @@ func (s *state) readLocked(fd int, dest []byte, off int64) (int, error) {
 	start := crypto.BlockOffset(first)
 	stop := crypto.BlockOffset(last) + sealedLen(last, size)
 	sealedBuf := getBuf(int(stop - start))
-	defer bufPool.Put(sealedBuf)
+	defer putBuf(sealedBuf)
 	sealed := *sealedBuf
 	if err := preadFull(fd, sealed, start); err != nil {
 		return 0, err
@@ -107,7 +90,7 @@ func (s *state) readLocked(fd int, dest []byte, off int64) (int, error) {
 		plain = dest[:total]
 	} else {
 		plainBuf := getBuf(total)
-		defer bufPool.Put(plainBuf)
+		defer putBuf(plainBuf)
 		plain = *plainBuf
 	}
 	for j := 0; j <= int(last-first); j++ {
@@ -306,7 +289,7 @@ func (s *state) writeStepsLocked(fd int, u *undo, data []byte, off int64) error 
 		return err
 	}
 	outBuf := getBuf(total)
-	defer bufPool.Put(outBuf)
+	defer putBuf(outBuf)
 	out := *outBuf
 	var block [bs]byte
 	for j := 0; j <= int(last-first); j++ {

@@ -124,8 +124,10 @@ func (s *state) loadLocked(ctx context.Context, fd int) error {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return err
 	}
+	buf := getBuf(headLen(st.Size))
+	defer putBuf(buf)
 	return withoutAtime(fd, func() error {
-		head, err := readHead(fd, st.Size, s.cc.FileID())
+		head, err := readHead(fd, *buf, s.cc.FileID())
 		if err != nil {
 			return err
 		}
@@ -148,15 +150,15 @@ func withoutAtime(fd int, fn func() error) error {
 	return fn()
 }
 
-// readHead reads the start of a zone file of size backing bytes and checks its header
-// against the file ID of its EDEK: the header and, for a file of one block, the last
-// block, which loading needs too, in one read. A file shorter than the header is
-// judged by crypto.CheckTornHeader (no head: it holds no byte).
-func readHead(fd int, size int64, id crypto.FileID) ([]byte, error) {
-	if size == 0 {
+// readHead reads the start of a zone file into head and checks its header against the
+// file ID of its EDEK: the header and, for a file of one block, the last block, which
+// loading needs too, in one read (head is as long as both, or as the file). A file
+// shorter than the header is judged by crypto.CheckTornHeader (no head: it holds no
+// byte).
+func readHead(fd int, head []byte, id crypto.FileID) ([]byte, error) {
+	if len(head) == 0 {
 		return nil, nil
 	}
-	head := make([]byte, min(size, crypto.HeaderSize+crypto.CipherBlockLen))
 	k, err := syscall.Pread(fd, head, 0)
 	if err != nil {
 		return nil, err
@@ -169,6 +171,9 @@ func readHead(fd int, size int64, id crypto.FileID) ([]byte, error) {
 	}
 	return head, crypto.CheckHeader(head[:crypto.HeaderSize], id)
 }
+
+// headLen is how much of a zone file of size backing bytes readHead reads.
+func headLen(size int64) int { return int(min(size, crypto.HeaderSize+crypto.CipherBlockLen)) }
 
 // keyContext is the context a request's key unwrap runs under: the request's, except
 // that an interrupt does not cancel it. The kernel interrupts a request whenever its
