@@ -5,15 +5,16 @@
 #   gcfs   gocryptfs: Debian's (installed if missing)
 #   gcfs2  a second gocryptfs, GOCRYPTFS_BIN (default ../shared/tools/gocryptfs-2.6.1
 #          beside the repository), when it exists and is another binary
-# Each target in turn: one directory of BIG empty files (create, cold `ls -l`, cold
-# `stat` of every file), then FILES empty files spread over DIRS directories (create,
-# cold `ls -lR`, cold `stat` of all), then `rm -rf` of everything. Every timed step
-# starts after a sync and `echo 3 > /proc/sys/vm/drop_caches`. The ezfs daemons' VmRSS
+# Each step on every target in turn (in an order rotated at each step): one directory
+# of BIG empty files (create, cold `ls -l`, cold `stat` of every file), then FILES empty
+# files spread over DIRS directories (create, cold `ls -lR`, cold `stat` of all), then
+# `rm -rf` of everything. Every timed step starts after a sync and
+# `echo 3 > /proc/sys/vm/drop_caches`. The ezfs daemons' VmRSS
 # is read after each step, and the zone daemon's peak (VmHWM, reset after the mount:
 # the passphrase's Argon2id peak is not the files'). Writes BENCH_SCALE_OUT (default
 # BENCHMARKS-scale.md; make bench rewrites BENCHMARKS.md, so the scale run has a file
-# of its own). Not part of make test: at the default counts it runs for about half an
-# hour per target on a small machine.
+# of its own). Not part of make test: at the default counts it runs for about 20
+# minutes on this project's 2-core machine (a tenth of them: 2 minutes).
 # BENCH_SCALE_FILES (default 1000000), BENCH_SCALE_DIRS (1000), BENCH_SCALE_BIG
 # (100000), BENCH_SCALE_TARGETS (the order, default "zone dpass gcfs gcfs2"),
 # BENCH_DIR (default a folder under /var/tmp).
@@ -91,21 +92,33 @@ timed() {
 mkfiles() { (cd "$1" && seq -f "f%07g" 1 "$2" | xargs touch); }
 mktree() { local i; for i in $(seq -f "d%04g" 1 "$DIRS"); do mkdir "$1/$i"; mkfiles "$1/$i" $((FILES / DIRS)); done; }
 statall() { find "$1" -type f -print0 | xargs -0 stat -c %s > /dev/null; }
+# The steps, each on a target's folder.
+step_create_big() { mkfiles "$1/big" "$BIG"; }
+step_ls_big() { ls -l "$1/big" > /dev/null; }
+step_stat_big() { statall "$1/big"; }
+step_create_tree() { mktree "$1/tree"; }
+step_ls_tree() { ls -lR "$1/tree" > /dev/null; }
+step_stat_tree() { statall "$1/tree"; }
+step_rm() { rm -rf "$1/big" "$1/tree"; }
+STEPS=(create-big ls-big stat-big create-tree ls-tree stat-tree rm)
+# rotated N: the targets, starting with the Nth (mod their count).
+rotated() { local k=$(($1 % ${#TARGETS[@]})); echo "${TARGETS[@]:k}" "${TARGETS[@]:0:k}"; }
 
 for t in "${TARGETS[@]}"; do
-  d=${DIR[$t]}
-  echo "bench-scale: $t" >&2
-  mkdir "$d/big" "$d/tree"
+  mkdir "${DIR[$t]}/big" "${DIR[$t]}/tree"
   echo 5 > "/proc/${PID[$t]}/clear_refs" # the peak from here on
   record rss-mount "$t" "$(rss "$t")"
-  timed create-big "$t" mkfiles "$d/big" "$BIG"
-  timed ls-big "$t" sh -c "ls -l '$d/big' > /dev/null"
-  timed stat-big "$t" statall "$d/big"
-  timed create-tree "$t" mktree "$d/tree"
-  timed ls-tree "$t" sh -c "ls -lR '$d/tree' > /dev/null"
-  timed stat-tree "$t" statall "$d/tree"
-  record peak "$t" "$(peak "$t")"
-  timed rm "$t" rm -rf "$d/big" "$d/tree"
+done
+# Step by step, every target in turn, in an order rotated at each step: a load that
+# comes and goes on the machine is spread over the targets instead of falling on
+# whichever ran at the time.
+for i in "${!STEPS[@]}"; do
+  s=${STEPS[i]}
+  echo "bench-scale: $s" >&2
+  if [ "$s" = rm ]; then
+    for t in "${TARGETS[@]}"; do record peak "$t" "$(peak "$t")"; done
+  fi
+  for t in $(rotated "$i"); do timed "$s" "$t" "step_${s//-/_}" "${DIR[$t]}"; done
 done
 
 # Report.
@@ -115,16 +128,15 @@ perfile() { [ -n "$1" ] && printf "%.0f" "$(echo "$1 * 1000000 / $2" | bc -l)" |
 ratio() { [ -n "$1" ] && [ -n "$2" ] && printf "%.2f×" "$(echo "$2 / $1" | bc -l)" || printf -- "-"; }
 GC=()
 for t in gcfs gcfs2; do [ -n "${LABEL[$t]:-}" ] && [[ " ${TARGETS[*]} " = *" $t "* ]] && GC+=("$t"); done
-STEPS=(create-big ls-big stat-big create-tree ls-tree stat-tree rm)
 declare -A COUNT=([create-big]=$BIG [ls-big]=$BIG [stat-big]=$BIG [create-tree]=$FILES [ls-tree]=$FILES [stat-tree]=$FILES [rm]=$((FILES + BIG)))
 declare -A WHAT=([create-big]="create, one directory" [ls-big]="\`ls -l\` of it" [stat-big]="\`stat\` of every file"
   [create-tree]="create, $DIRS directories" [ls-tree]="\`ls -lR\` of them" [stat-tree]="\`stat\` of every file" [rm]="\`rm -rf\` of all")
 {
   echo "# ezfs at scale"
   echo
-  echo "Latest run of \`make bench-scale\` ($(date -u +%Y-%m-%d)): $BIG empty files in one directory, then"
-  echo "$FILES empty files over $DIRS directories, on each target in turn (${TARGETS[*]}), every"
-  echo "step on a cold cache (\`sync; echo 3 > /proc/sys/vm/drop_caches\`). Seconds, and µs per file;"
+  echo "Latest run of \`make bench-scale\` ($(date -u +%Y-%m-%d), $((SECONDS / 60)) minutes): $BIG empty files in one directory, then"
+  echo "$FILES empty files over $DIRS directories; each step on every target in turn (${TARGETS[*]},"
+  echo "rotated at each step), every step on a cold cache (\`sync; echo 3 > /proc/sys/vm/drop_caches\`). Seconds, and µs per file;"
   echo "ratios are gocryptfs's time ÷ the zone's, so above 1.00× the zone is faster."
   echo
   printf "| step | files |"
