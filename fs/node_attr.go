@@ -49,7 +49,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		if errno := h.Setattr(ctx, in, out); errno != 0 {
 			return errno
 		}
-		out.SetTimeout(attrTimeout)
+		out.SetTimeout(n.fsys.attrTimeout())
 		return 0
 	}
 	// A zone file's handle has its backing descriptor; without a handle the node's
@@ -73,7 +73,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	// go-fuse leaves the reply of SETATTR uncached; without a timeout the kernel asks
 	// again (GETATTR) before the next chown or utimens of the same file.
-	out.SetTimeout(attrTimeout)
+	out.SetTimeout(n.fsys.attrTimeout())
 	return 0
 }
 
