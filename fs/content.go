@@ -273,6 +273,9 @@ func (s *state) writeLocked(fd int, data []byte, off int64) error {
 	if len(data) == 0 {
 		return nil
 	}
+	if err := s.resyncLocked(fd); err != nil {
+		return err
+	}
 	var u undo
 	if err := s.beginLocked(fd, &u); err != nil {
 		return err

@@ -170,6 +170,9 @@ func (s *state) truncate(ctx context.Context, fd int, size int64) syscall.Errno 
 	if err := s.loadLocked(ctx, fd); err != nil {
 		return s.errno(fd, err)
 	}
+	if err := s.resyncLocked(fd); err != nil {
+		return s.errno(fd, err)
+	}
 	return s.errno(fd, s.fsys.asCaller(ctx, func() error { return s.truncateLocked(fd, size) }))
 }
 

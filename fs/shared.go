@@ -113,14 +113,30 @@ func (s *state) refreshSize(fd int, backing int64) syscall.Errno {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.staleLocked(backing) {
-		return 0
+	return s.errno(fd, s.resyncLocked(fd))
+}
+
+// resyncLocked learns the size of the zone file open as fd again, on a sharedstorage
+// mount, if another daemon changed it. Every write and truncate asks first: one built
+// on a stale size would seal a shorter last block over another host's appended bytes,
+// or fill them with zeros as a hole. (Two hosts writing one file at once still need
+// locks between them: docs/DESIGN.md.)
+func (s *state) resyncLocked(fd int) error {
+	if !s.fsys.sharedStorage || !s.sizeKnown {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if !s.staleLocked(st.Size) {
+		return nil
 	}
 	s.sizeKnown = false
 	if err := s.revalidateLocked(fd); err != nil {
-		return s.errno(fd, err)
+		return err
 	}
-	return s.errno(fd, s.learnLocked(fd))
+	return s.learnLocked(fd)
 }
 
 // dirAlive reports whether the directory open as fd still has a name: on a shared
