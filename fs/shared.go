@@ -20,9 +20,10 @@ import (
 //   - a node's generation is its zone's (nodeGen), so an inode number that another host
 //     freed and reused for a file of another zone, or outside zones, never brings back
 //     a node with the wrong zone;
-//   - the state of an open zone file is checked at every further open and stat against
-//     the backing file (revalidateLocked, refreshSize): another file behind the same
-//     inode number fails the open, a size changed elsewhere is learnt again;
+//   - the state of an open zone file is checked against the backing file: another
+//     file behind the same inode number fails the open (revalidateLocked), a size
+//     changed elsewhere is learnt again before reads, writes and truncates
+//     (refreshSize, resyncLocked);
 //   - a cached directory descriptor is used only while its directory still has a name
 //     (dirAlive).
 //
@@ -69,33 +70,26 @@ func (s *state) staleLocked(backing int64) bool {
 	return s.fsys.sharedStorage && s.sizeKnown && backing != s.knownBackingLocked()
 }
 
-// revalidateLocked readies the state that other opens of a sharedstorage mount's zone
-// file keep for a new open as fd. The cipher must be the file's: an inode number that
-// another host freed may now hold another file (errReplaced, never served with the
-// old key). A size another host changed is learnt again by loadLocked.
+// revalidateLocked checks, on a sharedstorage mount, that the zone file open as fd is
+// the file the state's cipher is for: an inode number that another host freed may
+// hold another file now, which is never served with the old key (errReplaced). Every
+// open that finds the state of other opens asks, and every size learnt again; the
+// size itself is learnt again before each read (refreshSize: the kernel asks for the
+// attributes first) and each write or truncate (resyncLocked).
 func (s *state) revalidateLocked(fd int) error {
-	if !s.fsys.sharedStorage {
+	if !s.fsys.sharedStorage || s.cc == nil {
 		return nil
 	}
-	if s.cc != nil {
-		rec, err := zones.ReadEDEK(fd)
-		if err != nil {
-			return err
-		}
-		e, err := crypto.ParseEDEK(rec)
-		if err != nil {
-			return err
-		}
-		if e.FileID != s.cc.FileID() {
-			return errReplaced
-		}
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	rec, err := zones.ReadEDEK(fd)
+	if err != nil {
 		return err
 	}
-	if s.staleLocked(st.Size) {
-		s.sizeKnown = false
+	e, err := crypto.ParseEDEK(rec)
+	if err != nil {
+		return err
+	}
+	if e.FileID != s.cc.FileID() {
+		return errReplaced
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ func TestSharedStorage(t *testing.T) {
 			writeFile(t, p, string(data))
 			checkContents(t, on(a, b, p), data)
 			// A file b holds open across the appends sees them too.
-			held, err := os.Open(on(a, b, p))
+			held, err := os.OpenFile(on(a, b, p), os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,6 +98,14 @@ func TestSharedStorage(t *testing.T) {
 				}
 				appendBytes(t, p, patterned(n))
 				data = append(data, patterned(n)...)
+				// b writes at the new end through its old file, before anything else:
+				// a write on a stale size would seal over a's bytes.
+				w := []byte{byte('a' + i)}
+				if _, err := held.WriteAt(w, int64(len(data))); err != nil {
+					t.Fatal(err)
+				}
+				data = append(data, w...)
+				checkContents(t, p, data)
 				got := make([]byte, len(data)+1)
 				if k, err := held.ReadAt(got, 0); k != len(data) || !bytes.Equal(got[:k], data) {
 					t.Errorf("%s: b's file open before the append reads %d bytes (%v), want %d", d.name, k, err, len(data))
