@@ -272,6 +272,14 @@ func sharedIntoZone(t *testing.T, a, b *env, zone, plain string) {
 	}
 }
 
+// TestSharedStoragePosix runs go-fuse's conformance suite in a zone and outside zones
+// of a sharedstorage mount, while a second daemon serves the same backing directory:
+// the option changes what is cached, not what the file system does.
+func TestSharedStoragePosix(t *testing.T) {
+	_, _, zone, plain := sharedPair(t, "sharedstorage")
+	runPosix(t, []struct{ name, dir string }{{"zone", zone}, {"plain", plain}})
+}
+
 // TestSharedStorageOff is the contrast: without -o sharedstorage the second daemon's
 // kernel serves what it cached, for up to a second: an append through a is not seen
 // through b, nor a file a made after b looked for it.
