@@ -80,11 +80,7 @@ func (s *state) revalidateLocked(fd int) error {
 	if !s.fsys.sharedStorage || s.cc == nil {
 		return nil
 	}
-	rec, err := zones.ReadEDEK(fd)
-	if err != nil {
-		return err
-	}
-	e, err := crypto.ParseEDEK(rec)
+	e, err := zones.ReadParsedEDEK(fd)
 	if err != nil {
 		return err
 	}
