@@ -5,18 +5,19 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/ezfs/ezfs/crypto"
 	"golang.org/x/sys/unix"
 )
 
 // sharedPair mounts one backing directory twice, as two hosts on shared storage do:
 // two daemons, mount points a.mnt and b.mnt, each with its own copy of one keystore
-// (the same zone keys and zones), both with mount options opts. zone is the zone "z"
+// (the same zone keys and zones: a backup restored), both with mount options opts. zone is the zone "z"
 // (key k) in a's mount; plain is the directory "plain" outside zones.
 func sharedPair(t *testing.T, opts ...string) (a, b *env, zone, plain string) {
 	t.Helper()
@@ -29,13 +30,11 @@ func sharedPair(t *testing.T, opts ...string) (a, b *env, zone, plain string) {
 	if err := os.Mkdir(plain, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// The copy is made while nothing is mounted: the keystore is consistent on disk.
-	a.umount()
-	ksB := filepath.Join(d, "ks-b")
-	if out, err := exec.Command("cp", "-a", a.keystore, ksB).CombinedOutput(); err != nil {
-		t.Fatalf("copy the keystore: %v\n%s", err, out)
-	}
-	a.mount()
+	// b's keystore is a's, copied as an operator would: a backup of the mounted
+	// keystore, restored into a folder of b's.
+	bak, ksB := filepath.Join(d, "ks.bak"), filepath.Join(d, "ks-b")
+	a.run("keystore", "backup", bak, "--mount", a.mnt)
+	a.run("init", back, "--from-backup", bak, "--keystore", ksB)
 	b = &env{t: t, backing: back, mnt: filepath.Join(d, "b"), opts: opts, keystore: ksB}
 	if err := os.Mkdir(b.mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -302,4 +301,34 @@ func TestSharedStorageOff(t *testing.T) {
 	if _, err := os.Stat(on(a, b, late)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("b found a file made after it looked for it: %v (want the cached negative entry)", err)
 	}
+}
+
+// TestTornStateReplaced: a zone file whose torn tail the daemon keeps in mind across
+// opens (its state keeps the intact size) is replaced on the disk by another zone
+// file, contents and EDEK, under the same inode (another host, or an admin's copy).
+// The next open reads the new file whole: the kept size was the old file's. In every
+// mode, not only with sharedstorage.
+func TestTornStateReplaced(t *testing.T) {
+	e := newEnv(t)
+	zone := e.zone("z", "k")
+	p, q := filepath.Join(zone, "torn"), filepath.Join(zone, "other")
+	writeFile(t, p, string(patterned(3*crypto.BlockSize+1000)))
+	other := bytes.Repeat([]byte("the other file "), 2000)
+	writeFile(t, q, string(other))
+	if err := os.Truncate(e.backingOf(p), crypto.BackingSize(3*crypto.BlockSize)+1); err != nil {
+		t.Fatal(err)
+	}
+	checkContents(t, p, patterned(3*crypto.BlockSize)) // learns the torn tail, kept
+	back, err := os.ReadFile(e.backingOf(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.backingOf(p), back, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(e.backingOf(p), "user.ezfs.edek", rawEDEK(t, e.backingOf(q)), 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the kernel's cached attributes expire
+	checkContents(t, p, other)
 }
