@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ezfs/ezfs/backing"
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/zones"
 	"golang.org/x/sys/unix"
@@ -72,10 +73,10 @@ func (s *state) staleLocked(backing int64) bool {
 
 // revalidateLocked checks, on a sharedstorage mount, that the zone file open as fd is
 // the file the state's cipher is for: an inode number that another host freed may
-// hold another file now, which is never served with the old key (errReplaced). Every
-// open that finds the state of other opens asks, and every size learnt again; the
-// size itself is learnt again before each read (refreshSize: the kernel asks for the
-// attributes first) and each write or truncate (resyncLocked).
+// hold another file now, which is never served with the old key (errReplaced). An
+// open that finds the state of other opens asks, and so does every relearning of the
+// size, which happens before reads (refreshSize: the kernel asks for the attributes
+// first), writes and truncates (resyncLocked).
 func (s *state) revalidateLocked(fd int) error {
 	if !s.fsys.sharedStorage || s.cc == nil {
 		return nil
@@ -116,7 +117,7 @@ func (s *state) resyncLocked(fd int) error {
 		return nil
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := backing.Stat(fd, &st); err != nil {
 		return err
 	}
 	if !s.staleLocked(st.Size) {
@@ -134,5 +135,5 @@ func (s *state) resyncLocked(fd int) error {
 // place (maybe under the same inode number) is reached by its path again.
 func dirAlive(fd int) bool {
 	var st unix.Stat_t
-	return unix.Fstat(fd, &st) == nil && st.Nlink > 0
+	return backing.Stat(fd, &st) == nil && st.Nlink > 0
 }
