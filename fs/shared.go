@@ -23,8 +23,8 @@ import (
 //     a node with the wrong zone;
 //   - the state of an open zone file is checked against the backing file: another
 //     file behind the same inode number fails the open (revalidateLocked), a size
-//     changed elsewhere is learnt again before reads, writes and truncates
-//     (refreshSize, resyncLocked);
+//     changed elsewhere is learnt again before reads, writes, truncates and
+//     fallocates (refreshSize, resyncLocked);
 //   - a cached directory descriptor is used only while its directory still has a name
 //     (dirAlive).
 //
@@ -108,10 +108,10 @@ func (s *state) refreshSize(fd int, backing int64) syscall.Errno {
 }
 
 // resyncLocked learns the size of the zone file open as fd again, on a sharedstorage
-// mount, if another daemon changed it. Every write and truncate asks first: one built
-// on a stale size would seal a shorter last block over another host's appended bytes,
-// or fill them with zeros as a hole. (Two hosts writing one file at once still need
-// locks between them: docs/DESIGN.md.)
+// mount, if another daemon changed it. Every write, truncate and fallocate asks
+// first: one built on a stale size would seal a shorter last block over another
+// host's appended bytes, or fill them with zeros as a hole. (Two hosts writing one
+// file at once still need locks between them: docs/DESIGN.md.)
 func (s *state) resyncLocked(fd int) error {
 	if !s.fsys.sharedStorage || !s.sizeKnown {
 		return nil

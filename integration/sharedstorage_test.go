@@ -122,6 +122,27 @@ func TestSharedStorage(t *testing.T) {
 			held.Close()
 		}
 	})
+	a.sub("fallocate", func(t *testing.T) {
+		// b extends a zone file with fallocate through a file it held open across
+		// a's append: the zeros go after a's bytes, not over them.
+		p := filepath.Join(zone, "alloc")
+		data := patterned(5000)
+		writeFile(t, p, string(data))
+		held, err := os.OpenFile(on(a, b, p), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		if _, err := held.ReadAt(make([]byte, 10), 0); err != nil {
+			t.Fatal(err)
+		}
+		appendBytes(t, p, patterned(3000))
+		data = append(data, patterned(3000)...)
+		if err := unix.Fallocate(int(held.Fd()), 0, 0, int64(len(data))+100); err != nil {
+			t.Fatal(err)
+		}
+		checkContents(t, p, append(data, make([]byte, 100)...))
+	})
 	a.sub("created", func(t *testing.T) {
 		for _, d := range dirs {
 			p := filepath.Join(d.dir, "late")
