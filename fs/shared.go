@@ -76,7 +76,7 @@ func (s *state) staleLocked(backing int64) bool {
 // hold another file now, which is never served with the old key (errReplaced). An
 // open that finds the state of other opens asks, and so does every relearning of the
 // size, which happens before reads (refreshSize: the kernel asks for the attributes
-// first), writes and truncates (resyncLocked).
+// first), writes, truncates and fallocates (resyncLocked).
 func (s *state) revalidateLocked(fd int) error {
 	if !s.fsys.sharedStorage || s.cc == nil {
 		return nil
