@@ -103,6 +103,8 @@ type Status struct {
 	ProviderErr string    `json:"provider_error,omitempty"`
 	Zones       int       `json:"zones"`
 	CachedKeys  int       `json:"cached_zone_keys"`
+	// Options are the mount's -o words, as given (sharedstorage among them).
+	Options []string `json:"options,omitempty"`
 	// Providers is the health of every provider the mount uses.
 	Providers []ProviderStatus `json:"providers"`
 	// DamagedZones are the registered zones that are not served (ZoneInfo.Damaged).

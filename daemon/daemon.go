@@ -562,7 +562,7 @@ func (d *daemon) zoneList() ([]control.ZoneInfo, error) {
 func (d *daemon) status(ctx context.Context) (*control.Status, error) {
 	st := &control.Status{
 		PID: os.Getpid(), Mountpoint: d.cfg.Mountpoint, Backing: d.cfg.Backing, Keystore: d.cfg.Keystore,
-		Started: d.started, Zones: len(d.registry.List()), CachedKeys: d.ring.Cached(),
+		Started: d.started, Zones: len(d.registry.List()), CachedKeys: d.ring.Cached(), Options: d.cfg.Mount.Options,
 	}
 	zs, err := d.zoneList()
 	if err != nil {

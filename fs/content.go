@@ -256,6 +256,9 @@ func (s *state) writeLocked(fd int, data []byte, off int64) error {
 	if len(data) == 0 {
 		return nil
 	}
+	if err := s.resyncLocked(fd); err != nil {
+		return err
+	}
 	var u undo
 	if err := s.beginLocked(fd, &u); err != nil {
 		return err
@@ -514,7 +517,8 @@ func (n *node) fixSize(out *fuse.Attr, backing int64) {
 	var size int64
 	if s := n.open.Load(); s != nil {
 		s.mu.RLock()
-		known, size = s.sizeKnown, s.size
+		// On a sharedstorage mount a size another daemon changed is not this one.
+		known, size = s.sizeKnown && !s.staleLocked(backing), s.size
 		s.mu.RUnlock()
 	}
 	if !known {
@@ -532,8 +536,8 @@ func (s *state) learnSizeLocked(fd int, backing int64, head []byte) error {
 	if err != nil {
 		return err
 	}
-	s.size, s.sizeKnown = size, true
-	s.torn = crypto.BackingSize(size) != backing
+	s.size, s.sizeKnown, s.sizeOf = size, true, s.cc.FileID()
+	s.torn, s.tornBacking = crypto.BackingSize(size) != backing, backing
 	s.holeFrom = 0 // looked for at the first write that needs it: most opens only read
 	if s.torn {
 		s.fsys.log.Printf("%s: torn tail: backing size %d holds %d intact plaintext bytes (%d backing bytes); the rest is not served and is cut at the next change",

@@ -83,6 +83,9 @@ func (f *file) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	if err := syscall.Fstat(f.fd, &st); err != nil {
 		return gofs.ToErrno(err)
 	}
+	if errno := f.s.refreshSize(f.fd, st.Size); errno != 0 {
+		return errno
+	}
 	out.FromStat(&st)
 	f.s.fixSize(&out.Attr, st.Size)
 	return 0

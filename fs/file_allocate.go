@@ -34,6 +34,9 @@ func (f *file) allocate(off uint64, size uint64, mode uint32) syscall.Errno {
 		}
 		f.s.mu.Lock()
 		defer f.s.mu.Unlock()
+		if err := f.s.resyncLocked(f.fd); err != nil {
+			return f.s.errno(f.fd, err)
+		}
 		return f.s.errno(f.fd, f.s.extendLocked(f.fd, end))
 	case unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE:
 		if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 && !keep {
@@ -41,6 +44,9 @@ func (f *file) allocate(off uint64, size uint64, mode uint32) syscall.Errno {
 		}
 		f.s.mu.Lock()
 		defer f.s.mu.Unlock()
+		if err := f.s.resyncLocked(f.fd); err != nil {
+			return f.s.errno(f.fd, err)
+		}
 		if err := f.s.zeroLocked(f.fd, start, end); err != nil {
 			return f.s.errno(f.fd, err)
 		}

@@ -103,6 +103,9 @@ type FS struct {
 	// killPriv: the daemon drops set-user-ID on marked writes (FUSE_HANDLE_KILLPRIV_V2).
 	// shared: several users reach the mount, and the kernel checks permissions.
 	noPassthrough, killPriv, shared bool
+	// sharedStorage: other daemons change the backing directory too (shared.go); set
+	// once, before the mount serves.
+	sharedStorage bool
 
 	// hidden is the device and inode of the hidden folder, and hiddenParent its parent
 	// directory's; hasHidden says there is one.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"syscall"
 
-	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/zones"
 )
 
@@ -49,11 +48,7 @@ func (f *FS) VersionInUse(name string, version uint32) int {
 	count := 0
 	for _, n := range ns {
 		err := n.viaOpenFile(func(fd int) error {
-			rec, err := zones.ReadEDEK(fd)
-			if err != nil {
-				return err
-			}
-			e, err := crypto.ParseEDEK(rec)
+			e, err := zones.ReadParsedEDEK(fd)
 			if err != nil {
 				return err
 			}

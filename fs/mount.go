@@ -23,6 +23,9 @@ type MountOptions struct {
 	// NoPassthrough serves the data of files outside zones through the daemon instead
 	// of the kernel's FUSE passthrough.
 	NoPassthrough bool
+	// SharedStorage sets the kernel's and the daemon's caches for a backing directory
+	// that other daemons (other hosts) change too (shared.go).
+	SharedStorage bool
 	Debug         bool
 	// Flags are mount(2) flags from options such as ro, noexec, noatime.
 	Flags uintptr
@@ -64,12 +67,14 @@ func ParseMountOptions(values []string) (MountOptions, error) {
 				mo.DefaultPermissions = true
 			case w == "nopassthrough":
 				mo.NoPassthrough = true
+			case w == "sharedstorage":
+				mo.SharedStorage = true
 			case ok && f.set:
 				mo.Flags |= f.flag
 			case ok:
 				mo.Flags &^= f.flag
 			default:
-				return mo, fmt.Errorf("unknown mount option %q (known: allow_other, default_permissions, nopassthrough, %s)", w, knownFlags())
+				return mo, fmt.Errorf("unknown mount option %q (known: allow_other, default_permissions, nopassthrough, sharedstorage, %s)", w, knownFlags())
 			}
 			mo.Options = append(mo.Options, w)
 		}
@@ -88,7 +93,7 @@ func knownFlags() string {
 
 // attrTimeout is how long the kernel may cache entries, attributes and negative
 // entries. Names made through the mount invalidate them; changes made on the backing
-// disk directly show within this time.
+// disk directly show within this time. A sharedstorage mount caches none (shared.go).
 const attrTimeout = time.Second
 
 // Mount serves f at mountpoint. With allow_other the kernel checks permissions
@@ -100,7 +105,8 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	// The caller's umask is applied by the kernel, or on shared mounts by rawFS; ours
 	// must not apply a second one.
 	syscall.Umask(0)
-	sec := attrTimeout
+	f.sharedStorage = mo.SharedStorage
+	sec := f.attrTimeout()
 	var kopts []string
 	// shared: the kernel checks permissions (default_permissions) for several users.
 	shared := mo.AllowOther || mo.DefaultPermissions

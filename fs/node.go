@@ -54,7 +54,11 @@ func (n *node) dir() (dirRef, syscall.Errno) {
 		return dirRef{fd: n.fsys.root.Fd()}, 0
 	}
 	if fd := n.fsys.dirs.get(n); fd >= 0 {
-		return dirRef{fd: fd, cache: &n.fsys.dirs}, 0
+		if !n.fsys.sharedStorage || dirAlive(fd) {
+			return dirRef{fd: fd, cache: &n.fsys.dirs}, 0
+		}
+		n.fsys.dirs.put(fd)
+		n.fsys.dirs.drop(n)
 	}
 	if n.lost() {
 		return dirRef{}, syscall.ENOENT
@@ -146,7 +150,9 @@ func (n *node) newChild(ctx context.Context, name string, fd int, st *unix.Stat_
 			ch.zoneRoot = true
 		}
 	}
-	in := n.NewInode(ctx, ch, n.fsys.stableAttr(st))
+	id := n.fsys.stableAttr(st)
+	id.Gen = n.fsys.nodeGen(ch.zone.Load())
+	in := n.NewInode(ctx, ch, id)
 	out.FromStat(sysStat(st))
 	in.Operations().(*node).fixSize(out, st.Size)
 	return in

@@ -49,7 +49,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		if errno := h.Setattr(ctx, in, out); errno != 0 {
 			return errno
 		}
-		out.SetTimeout(attrTimeout)
+		out.SetTimeout(n.fsys.attrTimeout())
 		return 0
 	}
 	// A zone file's handle has its backing descriptor; without a handle the node's
@@ -73,7 +73,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	// go-fuse leaves the reply of SETATTR uncached; without a timeout the kernel asks
 	// again (GETATTR) before the next chown or utimens of the same file.
-	out.SetTimeout(attrTimeout)
+	out.SetTimeout(n.fsys.attrTimeout())
 	return 0
 }
 
@@ -168,6 +168,9 @@ func (s *state) truncate(ctx context.Context, fd int, size int64) syscall.Errno 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLocked(ctx, fd); err != nil {
+		return s.errno(fd, err)
+	}
+	if err := s.resyncLocked(fd); err != nil {
 		return s.errno(fd, err)
 	}
 	return s.errno(fd, s.fsys.asCaller(ctx, func() error { return s.truncateLocked(fd, size) }))

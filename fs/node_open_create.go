@@ -84,6 +84,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (s *state) openLoaded(ctx context.Context, fd int, flags uint32) (*file, syscall.Errno) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.revalidateLocked(fd); err != nil {
+		return nil, s.errno(fd, err)
+	}
 	if err := s.loadLocked(ctx, fd); err != nil {
 		return nil, s.errno(fd, err)
 	}
@@ -116,10 +119,20 @@ func (s *state) loadLocked(ctx context.Context, fd int) error {
 			return err
 		}
 		s.cc, s.keyVersion = cc, e.KeyVersion
+		if s.sizeKnown && s.sizeOf != e.FileID {
+			// A size kept (for a torn tail) is of the file it was learnt from; the
+			// inode now holds another one (replaced behind the mount's back).
+			s.sizeKnown, s.torn = false, false
+		}
 	}
 	if s.sizeKnown {
 		return nil
 	}
+	return s.learnLocked(fd)
+}
+
+// learnLocked learns the size of the file open as fd, whose cipher s.cc is.
+func (s *state) learnLocked(fd int) error {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return err
@@ -261,6 +274,7 @@ func (n *node) newZoneFile(fd int, sd sealed) *file {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cc, s.keyVersion, s.size, s.sizeKnown, s.holeFrom = sd.cc, sd.version, 0, true, math.MaxInt64
+	s.sizeOf, s.torn = sd.cc.FileID(), false
 	return s.zoneFile(fd)
 }
 

@@ -48,7 +48,11 @@ type state struct {
 	holeFrom  int64
 	size      int64
 	sizeKnown bool
-	torn      bool // the backing file ends in bytes past size, left by a crash
+	// sizeOf is the file ID of the file whose size size is.
+	sizeOf crypto.FileID
+	torn   bool // the backing file ends in bytes past size, left by a crash
+	// tornBacking is the backing size of a torn file when its size was learnt.
+	tornBacking int64
 }
 
 // acquire returns the node's state, made if it has none, and holds it until release.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,12 +114,15 @@ func TestMountHelper(t *testing.T) {
 	check("mount -t fuse.ezfs")
 
 	fstab := filepath.Join(t.TempDir(), "fstab")
-	line := e.backing + " " + e.mnt + " fuse.ezfs defaults,noauto,nofail,_netdev,x-systemd.requires=vault.service,x-systemd.automount,allow_other,rw,noatime,passphrase_file=" + pass + " 0 0\n"
+	line := e.backing + " " + e.mnt + " fuse.ezfs defaults,noauto,nofail,_netdev,x-systemd.requires=vault.service,x-systemd.automount,allow_other,rw,noatime,sharedstorage,passphrase_file=" + pass + " 0 0\n"
 	if err := os.WriteFile(fstab, []byte("# test fstab\n"+line), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := sysMount("mount", "-T", fstab, e.mnt); err != nil {
 		t.Fatalf("mount -T %s: %v\n%s", fstab, err, out)
+	}
+	if opts := e.status().Options; !slices.Contains(opts, "sharedstorage") {
+		t.Errorf("fstab: status shows options %q, without sharedstorage", opts)
 	}
 	check("fstab")
 

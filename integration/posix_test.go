@@ -23,12 +23,17 @@ func TestPosix(t *testing.T) {
 	}
 	daemon := newEnv(t, "nopassthrough").mnt
 	shared := newEnv(t, "allow_other").zone("zone", "posix")
+	runPosix(t, []struct{ name, dir string }{{"zone", zone}, {"plain", plain}, {"nopassthrough", daemon}, {"shared", shared}})
+}
+
+// runPosix runs every test of posixtest.All in a fresh directory of each place.
+func runPosix(t *testing.T, places []struct{ name, dir string }) {
 	names := make([]string, 0, len(posixtest.All))
 	for n := range posixtest.All {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, where := range []struct{ name, dir string }{{"zone", zone}, {"plain", plain}, {"nopassthrough", daemon}, {"shared", shared}} {
+	for _, where := range places {
 		t.Run(where.name, func(t *testing.T) {
 			for _, n := range names {
 				t.Run(n, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ezfs/ezfs/backing"
+	"github.com/ezfs/ezfs/crypto"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,6 +28,16 @@ func ReadEDEK(fd int) ([]byte, error) {
 		return nil, fmt.Errorf("read EDEK: %w", err)
 	}
 	return buf[:n], nil
+}
+
+// ReadParsedEDEK returns the EDEK record of the file open as fd, parsed (its key
+// version and file ID; nothing is unwrapped).
+func ReadParsedEDEK(fd int) (*crypto.EDEK, error) {
+	rec, err := ReadEDEK(fd)
+	if err != nil {
+		return nil, err
+	}
+	return crypto.ParseEDEK(rec)
 }
 
 // WriteEDEK stores rec as the EDEK record of the file open as fd: a new file's

@@ -438,7 +438,7 @@ func cmdStatus(c *cli.Context) error {
 		return nil
 	}
 	w := table()
-	fmt.Fprintln(w, "MOUNTPOINT\tBACKING\tPID\tMAIN KEY\tPROVIDER\tHEALTH\tZONES\tCACHED KEYS")
+	fmt.Fprintln(w, "MOUNTPOINT\tBACKING\tPID\tMAIN KEY\tPROVIDER\tHEALTH\tZONES\tCACHED KEYS\tOPTIONS")
 	for _, s := range out {
 		var hs []string
 		for _, p := range s.Providers {
@@ -456,7 +456,11 @@ func cmdStatus(c *cli.Context) error {
 		if len(hs) == 0 {
 			health = "ERROR: " + s.ProviderErr
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\tv%d\t%s\t%s\t%d\t%d\n", s.Mountpoint, s.Backing, s.PID, s.MainVersion, s.Provider, health, s.Zones, s.CachedKeys)
+		opts := strings.Join(s.Options, ",")
+		if opts == "" {
+			opts = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\tv%d\t%s\t%s\t%d\t%d\t%s\n", s.Mountpoint, s.Backing, s.PID, s.MainVersion, s.Provider, health, s.Zones, s.CachedKeys, opts)
 	}
 	return w.Flush()
 }

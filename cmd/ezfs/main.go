@@ -176,7 +176,7 @@ func buildApp() *cli.App {
 				Name: "mount", Usage: "mount BACKING at MOUNTPOINT", ArgsUsage: "BACKING MOUNTPOINT",
 				Flags: []cli.Flag{keystoreFlag, passFileFlag, pinFileFlag,
 					&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay attached; log to stderr"},
-					&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, ro, ... (comma separated)"},
+					&cli.StringSliceFlag{Name: "o", Usage: "mount options: allow_other, ro, nopassthrough, sharedstorage (another host or daemon serves the same backing dir), ... (comma separated)"},
 					&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request"},
 					&cli.DurationFlag{Name: "key-ttl", Usage: "how long an unwrapped zone key stays cached unused (default 10m)"},
 					&cli.DurationFlag{Name: "kms-poll", Usage: "how often to look for main key versions made in the provider (a Transit rotation in Vault) (default 1h)"},

@@ -30,6 +30,8 @@ func TestHelperArgs(t *testing.T) {
 			[]string{"mount", "--passphrase-file", "/etc/ezfs/p", "-o", "rw,allow_other", "--", "/b", "/m"}, false},
 		{[]string{"/b", "/m", "-n", "-o", "defaults,noauto,nofail,_netdev,x-systemd.requires=vault.service,x-systemd.automount,comment=x,ro", "-t", "fuse.ezfs"},
 			[]string{"mount", "-o", "ro", "--", "/b", "/m"}, false},
+		{[]string{"/b", "/m", "-o", "_netdev,sharedstorage,keystore=/k"},
+			[]string{"mount", "--keystore", "/k", "-o", "sharedstorage", "--", "/b", "/m"}, false},
 		{[]string{"/b", "/m", "-sfv", "-o", "pin_file=/p,keystore=/k,key_ttl=1m"},
 			[]string{"mount", "--pin-file", "/p", "--keystore", "/k", "--key-ttl", "1m", "--", "/b", "/m"}, true},
 	} {
