@@ -26,11 +26,9 @@ import (
 func (s *Store) Backup(path string, force bool, avoid ...Place) (int64, error) {
 	var n int64
 	err := writeAtomic(path, force, append(avoid, s.folder), func(f *os.File) error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			var err error
-			n, err = tx.WriteTo(f)
-			return err
-		})
+		var err error
+		n, err = s.db.Backup(f)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("keystore backup to %s: %w", path, err)
@@ -277,7 +275,7 @@ func checkBackup(db *bolt.DB) (err error) {
 	if err != nil {
 		return err
 	}
-	r, err := (&Store{db: db}).summary()
+	r, err := (&Store{db: &boltBackend{db}}).summary()
 	if err == nil && r.MainKeyVersions == 0 {
 		err = errors.New("no main key")
 	}

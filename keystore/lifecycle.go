@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Zone key lifecycle: active → disabled → deleted (soft, recoverable for a retention
@@ -103,7 +101,7 @@ func (o LifecycleOptions) WithDefaults() LifecycleOptions {
 // the zones); Purge before the key's purge date needs Force.
 func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) (*ZoneKey, error) {
 	var out *ZoneKey
-	err := s.updateZoneKeyTx(name, func(tx *bolt.Tx, zk *ZoneKey) error {
+	err := s.updateZoneKeyTx(name, func(tx txn, zk *ZoneKey) error {
 		out = zk
 		return changeKeyTx(tx, zk, op, o.WithDefaults())
 	})
@@ -118,7 +116,7 @@ func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) 
 // changing nothing: a caller checks before the work that must precede the change (a
 // scan, cancelling jobs, flushing caches).
 func (s *Store) CheckKeyChange(name string, op LifecycleOp, o LifecycleOptions) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.db.View(func(tx txn) error {
 		zk, err := zoneKeyTx(tx, name)
 		if err != nil {
 			return err
@@ -128,7 +126,7 @@ func (s *Store) CheckKeyChange(name string, op LifecycleOp, o LifecycleOptions) 
 }
 
 // changeKeyTx applies op to zk (not stored yet).
-func changeKeyTx(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
+func changeKeyTx(tx txn, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
 	to, err := NextState(op, zk.KeyState())
 	if err != nil {
 		return fmt.Errorf("key %q: %w", zk.Name, err)
@@ -141,7 +139,7 @@ func changeKeyTx(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) e
 }
 
 // applyChange does what op does beyond the state itself.
-func applyChange(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
+func applyChange(tx txn, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
 	switch op {
 	case OpDelete:
 		if o.Retention < o.MinRetention {
@@ -172,9 +170,9 @@ func applyChange(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) e
 }
 
 // zonesUsingTx lists the paths of the registered zones of key name.
-func zonesUsingTx(tx *bolt.Tx, name string) ([]string, error) {
+func zonesUsingTx(tx txn, name string) ([]string, error) {
 	var out []string
-	err := tx.Bucket(bucketZones).ForEach(func(k, v []byte) error {
+	err := tx.ForEach(bucketZones, nil, func(k, v []byte) error {
 		var z Zone
 		if err := json.Unmarshal(v, &z); err != nil {
 			return fmt.Errorf("keystore record %q: %w", k, err)
