@@ -36,8 +36,30 @@ type Audit struct {
 	done   chan struct{}
 }
 
-// OpenAudit opens (appends to) the audit log in dir.
+// EnvAuditDir names the folder of an etcd keystore's audit log on this host.
+const EnvAuditDir = "EZFS_AUDIT_DIR"
+
+// AuditDir is the folder of the audit log of the keystore at location: the keystore's
+// own folder; for an etcd keystore a folder of this host, $EZFS_AUDIT_DIR or
+// /var/log/ezfs (each host logs what is done through it).
+func AuditDir(location string) string {
+	if !IsEtcd(location) {
+		return location
+	}
+	if d := os.Getenv(EnvAuditDir); d != "" {
+		return d
+	}
+	return "/var/log/ezfs"
+}
+
+// OpenAudit opens (appends to) the audit log of the keystore at dir (AuditDir).
 func OpenAudit(dir string) (*Audit, error) {
+	if IsEtcd(dir) {
+		dir = AuditDir(dir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open audit log: %w", err)
+		}
+	}
 	f, err := os.OpenFile(filepath.Join(dir, AuditFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)

@@ -21,7 +21,15 @@ var (
 	// ErrKeyDisabled is a data request refused because its zone key is not active:
 	// EACCES in the mount (errors.Is sees ErrPermission in it).
 	ErrKeyDisabled error = keyNotActive{}
+	// ErrStoreUnavailable is a keystore that does not answer in time (an etcd cluster
+	// without quorum); errors.Is sees ErrUnavailable in it (exit 5).
+	ErrStoreUnavailable error = storeUnavailable{}
 )
+
+type storeUnavailable struct{}
+
+func (storeUnavailable) Error() string        { return "keystore unavailable" }
+func (storeUnavailable) Is(target error) bool { return target == ErrUnavailable }
 
 type keyNotActive struct{}
 

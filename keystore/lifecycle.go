@@ -101,6 +101,7 @@ func (o LifecycleOptions) WithDefaults() LifecycleOptions {
 // the zones); Purge before the key's purge date needs Force.
 func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) (*ZoneKey, error) {
 	var out *ZoneKey
+	c := s.cache()
 	err := s.updateZoneKeyTx(name, func(tx txn, zk *ZoneKey) error {
 		out = zk
 		return changeKeyTx(tx, zk, op, o.WithDefaults())
@@ -108,7 +109,7 @@ func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) 
 	if err != nil {
 		return nil, err
 	}
-	s.states.Store(name, out.KeyState())
+	c.states.Store(name, out.KeyState())
 	return out, nil
 }
 
@@ -189,14 +190,15 @@ func zonesUsingTx(tx txn, name string) ([]string, error) {
 // Usable is nil when zone key name may wrap and unwrap: every data request of its
 // zones asks, so it answers from memory (one map load) after the first call.
 func (s *Store) Usable(name string) error {
-	st, ok := s.states.Load(name)
+	c := s.cache()
+	st, ok := c.states.Load(name)
 	if !ok {
 		zk, err := s.ZoneKey(name)
 		if err != nil {
 			return nil // no such key: the unwrap says so
 		}
 		// A state change made meanwhile has stored its state: it wins.
-		st, _ = s.states.LoadOrStore(name, zk.KeyState())
+		st, _ = c.states.LoadOrStore(name, zk.KeyState())
 	}
 	if st != StateActive {
 		return fmt.Errorf("key %q is %s: %w", name, st, ErrKeyDisabled)

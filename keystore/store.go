@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ezfs/ezfs/crypto"
@@ -186,26 +186,32 @@ type Store struct {
 	// into it (Backup).
 	folder Place
 
-	// latest caches the newest version of each zone key: every file create needs it.
-	// The daemon is the keystore's only writer, so the cache follows every roll.
-	latestMu sync.Mutex
-	latest   map[string]uint32 // guarded by latestMu
-	// states caches each zone key's lifecycle state (name → string), consulted by
-	// every data request (see Usable); each state change overwrites its entry.
-	states sync.Map
+	// caches holds each zone key's newest version (every file create needs it) and
+	// lifecycle state (every data request, see Usable): cache.go. The Store's own
+	// changes update it; with a bbolt file this process is the only writer, with etcd
+	// Watch drops it on every change made by anyone.
+	caches atomic.Pointer[keyCache]
 }
 
-// Dir is the keystore folder.
+// Dir is the keystore folder, or its etcd location.
 func (s *Store) Dir() string { return s.dir }
 
-// Exists reports whether dir holds a keystore.
+// Exists reports whether dir (a folder or an etcd location, location.go) holds a
+// keystore.
 func Exists(dir string) bool {
+	if IsEtcd(dir) {
+		return etcdExists(dir)
+	}
 	_, err := os.Stat(filepath.Join(dir, FileName))
 	return err == nil
 }
 
-// Create makes a new keystore in dir; it refuses to touch an existing one.
+// Create makes a new keystore in dir (a folder or an etcd location); it refuses to
+// touch an existing one.
 func Create(dir string) (*Store, error) {
+	if IsEtcd(dir) {
+		return openEtcdStore(dir, true)
+	}
 	if Exists(dir) {
 		return nil, fmt.Errorf("keystore %s: %w", dir, ErrExists)
 	}
@@ -226,8 +232,13 @@ func Create(dir string) (*Store, error) {
 	return s, nil
 }
 
-// Open opens an existing keystore. A second process gets ErrLocked within a second.
+// Open opens an existing keystore, in a folder or at an etcd location. A second
+// process opening a folder's gets ErrLocked within a second; an etcd keystore is
+// shared.
 func Open(dir string) (*Store, error) {
+	if IsEtcd(dir) {
+		return openEtcdStore(dir, false)
+	}
 	if !Exists(dir) {
 		return nil, fmt.Errorf("%s (run 'ezfs init' first): %w", dir, ErrNoStore)
 	}
@@ -248,10 +259,12 @@ func open(dir string) (*Store, error) {
 }
 
 func storeOn(db backend, dir string, folder Place) *Store {
-	return &Store{db: db, dir: dir, folder: folder, latest: map[string]uint32{}}
+	s := &Store{db: db, dir: dir, folder: folder}
+	s.dropCaches()
+	return s
 }
 
-// Close releases the file lock.
+// Close releases the file lock (bbolt) or the connections (etcd).
 func (s *Store) Close() error { return s.db.Close() }
 
 func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
@@ -276,7 +289,7 @@ func (s *Store) RollZoneKey(name string) (*ZoneKey, error) {
 
 // addZoneKeyVersion creates name under main key main, or, with main "", rolls it.
 func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
-	zk := new(ZoneKey)
+	zk, c := new(ZoneKey), s.cache()
 	err := s.db.Update(func(tx txn) error {
 		*zk = ZoneKey{}
 		found, err := getJSON(tx, bucketZoneKeys, []byte(name), zk)
@@ -316,9 +329,7 @@ func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.latestMu.Lock()
-	s.latest[name] = zk.Latest().Version
-	s.latestMu.Unlock()
+	c.setLatest(name, zk.Latest().Version)
 	return zk, nil
 }
 
@@ -342,19 +353,15 @@ func newWrappedZoneKey(mk *MainKey, name string, version uint32) ([]byte, error)
 
 // LatestVersion is the newest version of zone key name.
 func (s *Store) LatestVersion(name string) (uint32, error) {
-	s.latestMu.Lock()
-	v, ok := s.latest[name]
-	s.latestMu.Unlock()
-	if ok {
+	c := s.cache()
+	if v, ok := c.getLatest(name); ok {
 		return v, nil
 	}
 	zk, err := s.ZoneKey(name)
 	if err != nil {
 		return 0, err
 	}
-	s.latestMu.Lock()
-	s.latest[name] = zk.Latest().Version
-	s.latestMu.Unlock()
+	c.setLatest(name, zk.Latest().Version)
 	return zk.Latest().Version, nil
 }
 

@@ -1,0 +1,402 @@
+package keystore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ezfs/ezfs/keystore/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var prefixSeq atomic.Int64
+
+// newPrefix is a fresh keystore prefix on etcd.
+func newPrefix(t *testing.T) string {
+	return fmt.Sprintf("ezfs-test/%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), prefixSeq.Add(1))
+}
+
+// initEtcd initialises a keystore with a system main key at a fresh prefix of c.
+func initEtcd(t *testing.T, c *etcdtest.Cluster) string {
+	t.Helper()
+	t.Setenv(EnvAuditDir, t.TempDir())
+	loc := c.Location(newPrefix(t))
+	if _, err := InitSystem(loc, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// openStore opens loc and unlocks its system main key.
+func openStore(t *testing.T, loc string) (*Store, *System) {
+	t.Helper()
+	s, err := Open(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	mks, err := s.MainKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := UnlockSystem(mks, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, sys
+}
+
+// backends runs fn on a bbolt keystore and on an etcd one, both initialised.
+func backends(t *testing.T, fn func(t *testing.T, s *Store, sys *System)) {
+	c := etcdtest.Start(t, 1)
+	t.Run("bbolt", func(t *testing.T) {
+		s, sys := newStore(t)
+		fn(t, s, sys)
+	})
+	t.Run("etcd", func(t *testing.T) {
+		s, sys := openStore(t, initEtcd(t, c))
+		fn(t, s, sys)
+	})
+}
+
+// TestBackendTxn checks what the Store relies on of a transaction, on both backends:
+// reads see the transaction's writes, ForEach is in key order under a prefix, an
+// error rolls everything back, a View cannot write.
+func TestBackendTxn(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ *System) {
+		b := []byte("zones")
+		err := s.db.Update(func(tx txn) error {
+			for _, k := range []string{"p\x00b", "p\x00a", "q", "p"} {
+				if err := tx.Put(b, []byte(k), []byte("v"+k)); err != nil {
+					return err
+				}
+			}
+			if err := tx.Delete(b, []byte("p")); err != nil {
+				return err
+			}
+			if v, err := tx.Get(b, []byte("q")); err != nil || string(v) != "vq" {
+				return fmt.Errorf("own write: %q %v", v, err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("boom")
+		err = s.db.Update(func(tx txn) error {
+			_ = tx.Put(b, []byte("p\x00c"), []byte("x"))
+			return boom
+		})
+		if err != boom {
+			t.Fatalf("failed update: %v", err)
+		}
+		var got []string
+		err = s.db.View(func(tx txn) error {
+			got = nil
+			return tx.ForEach(b, []byte("p\x00"), func(k, v []byte) error {
+				got = append(got, string(k)+"="+string(v))
+				return nil
+			})
+		})
+		if want := []string{"p\x00a=vp\x00a", "p\x00b=vp\x00b"}; err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("ForEach: %q %v, want %q", got, err, want)
+		}
+		if err := s.db.View(func(tx txn) error { return tx.Put(b, []byte("x"), nil) }); err == nil {
+			t.Error("a View wrote")
+		}
+	})
+}
+
+// TestStoreOnBothBackends runs the zone key life through both backends.
+func TestStoreOnBothBackends(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, sys *System) {
+		ring := NewKeyring(s, []Provider{sys}, nil, time.Minute)
+		defer ring.Close()
+		if _, err := s.CreateZoneKey("k", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateZoneKey("k", ""); !errors.Is(err, ErrExists) {
+			t.Errorf("second create: %v", err)
+		}
+		if _, err := s.RollZoneKey("k"); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.LatestVersion("k"); v != 2 || err != nil {
+			t.Errorf("latest: %d %v", v, err)
+		}
+		for v := uint32(1); v <= 2; v++ {
+			if err := ring.WithZoneKey(context.Background(), "k", v, func([]byte) error { return nil }); err != nil {
+				t.Errorf("unwrap k@%d: %v", v, err)
+			}
+		}
+		if _, err := s.ChangeKeyState("k", OpDisable, LifecycleOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Usable("k"); !errors.Is(err, ErrKeyDisabled) {
+			t.Errorf("usable after disable: %v", err)
+		}
+		if err := s.PutZone(&Zone{ID: "z1", Path: "z", Key: "k"}); err != nil {
+			t.Fatal(err)
+		}
+		if zs, err := s.Zones(); err != nil || len(zs) != 1 || zs[0].Key != "k" {
+			t.Errorf("zones: %v %v", zs, err)
+		}
+		if v, err := s.NextMainVersion(DefaultMain); v != 2 || err != nil {
+			t.Errorf("next main version: %d %v", v, err)
+		}
+	})
+}
+
+func TestEtcdCreateAndOpen(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	loc := initEtcd(t, c)
+	if !Exists(loc) {
+		t.Error("Exists after init: false")
+	}
+	if _, err := Create(loc); !errors.Is(err, ErrExists) {
+		t.Errorf("create over an existing keystore: %v", err)
+	}
+	empty := c.Location(newPrefix(t))
+	if _, err := Open(empty); !errors.Is(err, ErrNoStore) {
+		t.Errorf("open of an empty prefix: %v", err)
+	}
+	if Exists(empty) {
+		t.Error("Exists of an empty prefix: true")
+	}
+	// Two Stores on one prefix at once: etcd is shared, there is no lock.
+	a, _ := openStore(t, loc)
+	b, _ := openStore(t, loc)
+	if a.Dir() != loc || b.Dir() != loc {
+		t.Errorf("Dir: %q, want %q", a.Dir(), loc)
+	}
+}
+
+// TestEtcdConcurrentRolls: two Stores (two clients, as two hosts) roll one key 20
+// times each at once: versions are exactly 1..41, and every one unwraps.
+func TestEtcdConcurrentRolls(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	loc := initEtcd(t, c)
+	a, sys := openStore(t, loc)
+	b, _ := openStore(t, loc)
+	if _, err := a.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for _, s := range []*Store{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if _, err := s.RollZoneKey("k"); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	zk, err := b.ZoneKey("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(zk.Versions) != 41 {
+		t.Fatalf("%d versions, want 41", len(zk.Versions))
+	}
+	ring := NewKeyring(a, []Provider{sys}, nil, time.Minute)
+	defer ring.Close()
+	for i, kv := range zk.Versions {
+		if kv.Version != uint32(i+1) {
+			t.Fatalf("version %d at position %d: lost or duplicated", kv.Version, i)
+		}
+		if err := ring.WithZoneKey(context.Background(), "k", kv.Version, func([]byte) error { return nil }); err != nil {
+			t.Errorf("unwrap k@%d: %v", kv.Version, err)
+		}
+	}
+}
+
+// TestEtcdWatch: a change through a second Store is seen by the first's cached
+// LatestVersion and Usable within a second.
+func TestEtcdWatch(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	loc := initEtcd(t, c)
+	a, _ := openStore(t, loc)
+	b, _ := openStore(t, loc)
+	if _, err := a.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int64
+	done := make(chan error)
+	go func() { done <- a.Watch(ctx, func() { calls.Add(1) }) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch returned %v", err)
+		}
+	}()
+	// Cached on a.
+	if v, err := a.LatestVersion("k"); v != 1 || err != nil {
+		t.Fatalf("latest: %d %v", v, err)
+	}
+	if err := a.Usable("k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.RollZoneKey("k"); err != nil {
+		t.Fatal(err)
+	}
+	within(t, time.Second, "a's LatestVersion after b's roll", func() bool {
+		v, err := a.LatestVersion("k")
+		return err == nil && v == 2
+	})
+	if _, err := b.ChangeKeyState("k", OpDisable, LifecycleOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, time.Second, "a's Usable after b's disable", func() bool {
+		return errors.Is(a.Usable("k"), ErrKeyDisabled)
+	})
+	if calls.Load() < 2 {
+		t.Errorf("fn called %d times, want at least 2", calls.Load())
+	}
+}
+
+// within fails unless cond holds within d.
+func within(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not seen within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestBoltWatchIsANoOp(t *testing.T) {
+	s, _ := newStore(t)
+	if err := s.Watch(context.Background(), func() { t.Error("fn called") }); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestEtcdQuorum: with one member of three stopped the keystore works; with two, an
+// Update and a View fail with ErrStoreUnavailable within the timeout; once they are
+// back the same Store works again.
+func TestEtcdQuorum(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	loc := initEtcd(t, c)
+	s, _ := openStore(t, loc)
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(0)
+	if _, err := s.RollZoneKey("k"); err != nil {
+		t.Fatalf("roll with one member down: %v", err)
+	}
+	if _, err := s.ZoneKey("k"); err != nil {
+		t.Fatalf("read with one member down: %v", err)
+	}
+	c.Stop(1)
+	for name, op := range map[string]func() error{
+		"update": func() error { _, err := s.RollZoneKey("k"); return err },
+		"view":   func() error { _, err := s.ZoneKeys(); return err },
+	} {
+		start := time.Now()
+		err := op()
+		took := time.Since(start)
+		if !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, ErrUnavailable) || !strings.HasPrefix(err.Error(), "keystore unavailable: ") {
+			t.Errorf("%s with two members down: %v, want keystore unavailable", name, err)
+		}
+		if took > etcdTimeout+2*time.Second {
+			t.Errorf("%s with two members down took %v", name, took)
+		}
+		t.Logf("%s: %v after %v", name, err, took.Round(time.Millisecond))
+	}
+	c.Restart(0)
+	c.Restart(1)
+	c.WaitHealthy()
+	within(t, 10*time.Second, "a roll after the members are back", func() bool {
+		_, err := s.RollZoneKey("k")
+		return err == nil
+	})
+	if zk, err := s.ZoneKey("k"); err != nil || zk.Latest().Version < 3 {
+		t.Errorf("after restart: %v %v", zk, err)
+	}
+}
+
+// TestEtcdHoldsOnlyWrappedMaterial: every value under the prefix is a record bbolt
+// would hold, and no unwrapped zone key nor the passphrase appears in any.
+func TestEtcdHoldsOnlyWrappedMaterial(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	loc := initEtcd(t, c)
+	s, sys := openStore(t, loc)
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	ring := NewKeyring(s, []Provider{sys}, nil, time.Minute)
+	defer ring.Close()
+	var key []byte
+	if err := ring.WithZoneKey(context.Background(), "k", 1, func(k []byte) error { key = bytes.Clone(k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) < 4 {
+		t.Fatalf("%d keys in etcd", len(resp.Kvs))
+	}
+	for _, kv := range resp.Kvs {
+		for _, secret := range [][]byte{key, []byte(`"pw"`)} {
+			if bytes.Contains(kv.Value, secret) {
+				t.Errorf("%s holds a secret in the clear", kv.Key)
+			}
+		}
+	}
+}
+
+func TestParseEtcdLocation(t *testing.T) {
+	for _, tc := range []struct {
+		loc, root string
+		eps       int
+	}{
+		{"etcd://127.0.0.1:2379/ezfs", "/ezfs/", 1},
+		{"etcd://a:1,b:2,c:3/ezfs/prod/", "/ezfs/prod/", 3},
+		{"etcd://[::1]:2379/x", "/x/", 1},
+		{"etcd://127.0.0.1:2379", "", 0},
+		{"etcd://127.0.0.1:2379/", "", 0},
+		{"etcd://127.0.0.1/ezfs", "", 0},
+		{"etcd://user:pw@127.0.0.1:2379/ezfs", "", 0},
+		{"etcd://127.0.0.1:2379/ezfs?password=x", "", 0},
+		{"etcd://127.0.0.1:2379/a/../b", "", 0},
+		{"etcd://127.0.0.1:2379/ezfs//x", "", 0},
+		{"etcd://127.0.0.1:2379/ezfs/zones", "", 0},
+		{"etcd://127.0.0.1:2379/rev", "", 0},
+		{"etcd://a:1,,b:2/ezfs", "", 0},
+	} {
+		l, err := parseEtcd(tc.loc)
+		if tc.root == "" {
+			if !errors.Is(err, ErrBadInput) {
+				t.Errorf("%s: %v %+v, want ErrBadInput", tc.loc, err, l)
+			}
+			continue
+		}
+		if err != nil || l.root != tc.root || len(l.endpoints) != tc.eps {
+			t.Errorf("%s: %+v %v", tc.loc, l, err)
+		}
+	}
+}
