@@ -83,6 +83,11 @@ func TestBackendTxn(t *testing.T) {
 			if v, err := tx.Get(b, []byte("q")); err != nil || string(v) != "vq" {
 				return fmt.Errorf("own write: %q %v", v, err)
 			}
+			var keys []string
+			err := tx.ForEach(b, nil, func(k, _ []byte) error { keys = append(keys, string(k)); return nil })
+			if want := []string{"p\x00a", "p\x00b", "q"}; err != nil || fmt.Sprint(keys) != fmt.Sprint(want) {
+				return fmt.Errorf("own writes in ForEach: %q %v, want %q", keys, err, want)
+			}
 			return nil
 		})
 		if err != nil {

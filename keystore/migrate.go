@@ -128,7 +128,7 @@ func verifyRecords(dst backend, recs []record) error {
 	}
 	for i, r := range recs {
 		if i >= len(got) || !bytes.Equal(got[i].bucket, r.bucket) || !bytes.Equal(got[i].key, r.key) || !bytes.Equal(got[i].val, r.val) {
-			return fmt.Errorf("record %s/%q differs in the copy: %w", r.bucket, r.key, ErrConflict)
+			return fmt.Errorf("record %s/%q reads back different from the target (something else writes to it?): %w", r.bucket, r.key, ErrConflict)
 		}
 	}
 	if len(got) != len(recs) {

@@ -2,12 +2,14 @@ package keystore
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -229,4 +231,25 @@ func TestEtcdBackupRestores(t *testing.T) {
 	}
 	equalDumps(t, "etcd → backup → restore", snapshot(t, loc), dumpBolt(t, dir))
 	unwrapAll(t, dir, "pw")
+}
+
+// TestVerifyRecordsCatchesADifference: the read-back check of a migration fails on a
+// changed, a missing and an extra record.
+func TestVerifyRecordsCatchesADifference(t *testing.T) {
+	s, _ := newStore(t)
+	recs, err := readAll(s.db)
+	if err != nil || len(recs) < 2 {
+		t.Fatalf("%d records: %v", len(recs), err)
+	}
+	if err := verifyRecords(s.db, recs); err != nil {
+		t.Fatalf("identical: %v", err)
+	}
+	changed := slices.Clone(recs)
+	changed[1].val = append(bytes.Clone(changed[1].val), ' ')
+	extra := append(slices.Clone(recs), record{bucketZones, []byte("zz"), []byte("{}")})
+	for name, want := range map[string][]record{"changed": changed, "missing": extra, "extra": recs[:len(recs)-1]} {
+		if err := verifyRecords(s.db, want); err == nil {
+			t.Errorf("%s record: verified", name)
+		}
+	}
 }
