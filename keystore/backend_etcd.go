@@ -132,7 +132,7 @@ func (b *etcdBackend) classify(err error) error {
 	for _, e := range []error{rpctypes.ErrAuthFailed, rpctypes.ErrPermissionDenied, rpctypes.ErrInvalidAuthToken,
 		rpctypes.ErrUserEmpty, rpctypes.ErrUserNotFound, rpctypes.ErrAuthNotEnabled} {
 		if errors.Is(err, e) {
-			return fmt.Errorf("etcd keystore %s refused the credentials (%s, %s): %v: %w", b.name, EnvEtcdUser, EnvEtcdPasswordFile, err, ErrPermission)
+			return fmt.Errorf("%w: %s (%s, %s, %s): %v", errStoreRefused, b.name, EnvEtcdUser, EnvEtcdPasswordFile, EnvEtcdCert, err)
 		}
 	}
 	for _, e := range []error{rpctypes.ErrRequestTooLarge, rpctypes.ErrTooManyOps, rpctypes.ErrNoSpace, rpctypes.ErrCompacted} {

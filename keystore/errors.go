@@ -26,6 +26,15 @@ var (
 	ErrStoreUnavailable error = storeUnavailable{}
 )
 
+// errStoreRefused is a keystore that refused this host's credentials (etcd's user or
+// certificate): ErrPermission (exit 4).
+var errStoreRefused error = storeRefused{}
+
+type storeRefused struct{}
+
+func (storeRefused) Error() string        { return "keystore refused the credentials" }
+func (storeRefused) Is(target error) bool { return target == ErrPermission }
+
 type storeUnavailable struct{}
 
 func (storeUnavailable) Error() string        { return "keystore unavailable" }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -403,5 +405,59 @@ func TestParseEtcdLocation(t *testing.T) {
 		if err != nil || l.root != tc.root || len(l.endpoints) != tc.eps {
 			t.Errorf("%s: %+v %v", tc.loc, l, err)
 		}
+	}
+}
+
+// TestEtcdTLSAndAuth: a cluster that wants client certificates and a user is reached
+// with the EZFS_ETCD_* files; a wrong password is ErrPermission; a half-given or
+// missing setting is refused with its variable's name.
+func TestEtcdTLSAndAuth(t *testing.T) {
+	c := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: true})
+	c.EnableAuth("etcd root pw")
+	t.Setenv(EnvAuditDir, t.TempDir())
+	dir := t.TempDir()
+	pwFile, wrongFile := dir+"/pw", dir+"/wrong"
+	if err := os.WriteFile(pwFile, []byte("etcd root pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wrongFile, []byte("nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loc := c.Location(newPrefix(t))
+	set := func(kv ...string) {
+		for _, k := range []string{EnvEtcdCA, EnvEtcdCert, EnvEtcdKey, EnvEtcdUser, EnvEtcdPasswordFile} {
+			t.Setenv(k, "")
+		}
+		for i := 0; i < len(kv); i += 2 {
+			t.Setenv(kv[i], kv[i+1])
+		}
+	}
+	tlsEnv := []string{EnvEtcdCA, c.TLS.CA, EnvEtcdCert, c.TLS.ClientCert, EnvEtcdKey, c.TLS.ClientKey}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want error
+		says string
+	}{
+		{"no TLS", nil, ErrStoreUnavailable, "keystore unavailable"},
+		{"no user", tlsEnv, ErrPermission, "refused the credentials"},
+		{"wrong password", append(slices.Clone(tlsEnv), EnvEtcdUser, "root", EnvEtcdPasswordFile, wrongFile), ErrPermission, "refused the credentials"},
+		{"user without password", append(slices.Clone(tlsEnv), EnvEtcdUser, "root"), ErrBadInput, EnvEtcdPasswordFile},
+		{"cert without key", []string{EnvEtcdCA, c.TLS.CA, EnvEtcdCert, c.TLS.ClientCert}, ErrBadInput, EnvEtcdKey},
+		{"missing CA file", []string{EnvEtcdCA, dir + "/none"}, os.ErrNotExist, EnvEtcdCA},
+	} {
+		set(tc.env...)
+		_, err := InitSystem(loc, []byte("pw"))
+		if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), tc.says) {
+			t.Errorf("%s: %v, want %v saying %q", tc.name, err, tc.want, tc.says)
+		}
+	}
+	set(append(slices.Clone(tlsEnv), EnvEtcdUser, "root", EnvEtcdPasswordFile, pwFile)...)
+	if _, err := InitSystem(loc, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := openStore(t, loc)
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
 	}
 }

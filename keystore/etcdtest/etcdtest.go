@@ -20,9 +20,20 @@ import (
 
 // Cluster is a running etcd cluster.
 type Cluster struct {
-	t       testing.TB
-	bin     string
-	members []*member
+	// TLS holds the cluster's certificates when it was started with TLS (clients
+	// must present ClientCert); nil for plain HTTP.
+	TLS *TLSFiles
+
+	t                      testing.TB
+	bin                    string
+	members                []*member
+	rootUser, rootPassword string // after EnableAuth
+}
+
+// Options change how Start starts a cluster.
+type Options struct {
+	// TLS serves clients over TLS only, with client certificates required.
+	TLS bool
 }
 
 type member struct {
@@ -45,6 +56,12 @@ func Bin() (string, error) {
 // Start starts a cluster of n members and waits until it has a leader.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, n int, o Options) *Cluster {
+	t.Helper()
 	bin, err := Bin()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -54,6 +71,9 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	c := &Cluster{t: t, bin: bin}
 	dir := t.TempDir()
+	if o.TLS {
+		c.TLS = makeTLS(t, dir)
+	}
 	var initial []string
 	for i := range n {
 		m := &member{name: fmt.Sprintf("m%d", i), dir: filepath.Join(dir, fmt.Sprintf("m%d", i)),
@@ -64,12 +84,16 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	for _, m := range c.members {
 		m.args = []string{"--name", m.name, "--data-dir", m.dir,
-			"--listen-client-urls", "http://" + m.client, "--advertise-client-urls", "http://" + m.client,
+			"--listen-client-urls", c.scheme() + m.client, "--advertise-client-urls", c.scheme() + m.client,
 			"--listen-peer-urls", "http://" + m.peer, "--initial-advertise-peer-urls", "http://" + m.peer,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", filepath.Base(dir),
 			"--heartbeat-interval", "50", "--election-timeout", "500",
 			"--logger", "zap", "--log-outputs", m.log}
+		if c.TLS != nil {
+			m.args = append(m.args, "--cert-file", c.TLS.ServerCert, "--key-file", c.TLS.ServerKey,
+				"--trusted-ca-file", c.TLS.CA, "--client-cert-auth")
+		}
 		c.start(m)
 	}
 	t.Cleanup(c.stopAll)
@@ -155,7 +179,7 @@ func (c *Cluster) WaitHealthy() {
 	c.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for _, m := range c.members {
-		for m.cmd != nil && !healthy(m.client) {
+		for m.cmd != nil && !c.healthy(m.client) {
 			if time.Now().After(deadline) {
 				c.t.Fatalf("etcd %s not healthy after 30 s; log:\n%s", m.name, c.logTail(m))
 			}
@@ -164,9 +188,19 @@ func (c *Cluster) WaitHealthy() {
 	}
 }
 
-func healthy(addr string) bool {
+func (c *Cluster) scheme() string {
+	if c.TLS != nil {
+		return "https://"
+	}
+	return "http://"
+}
+
+func (c *Cluster) healthy(addr string) bool {
 	hc := http.Client{Timeout: time.Second}
-	resp, err := hc.Get("http://" + addr + "/health")
+	if c.TLS != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: c.TLS.clientTLS(c.t)}
+	}
+	resp, err := hc.Get(c.scheme() + addr + "/health")
 	if err != nil {
 		return false
 	}
