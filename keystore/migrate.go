@@ -53,25 +53,31 @@ func migrateRecords(from, to string) (*Migrated, error) {
 	if err != nil {
 		return m, fmt.Errorf("read keystore %s: %w", from, err)
 	}
-	dst, err := openEmpty(to)
-	if err != nil {
-		return m, err
-	}
-	err = copyRecordsTo(dst, recs)
-	if err == nil {
-		err = verifyRecords(dst, recs)
-	}
-	if err != nil {
-		return m, errors.Join(fmt.Errorf("migrate keystore %s to %s: %w", from, to, err), clearTarget(dst, to))
-	}
-	if err := dst.Close(); err != nil {
-		return m, err
+	if err := fillEmpty(to, recs); err != nil {
+		return m, fmt.Errorf("migrate keystore %s to %s: %w", from, to, err)
 	}
 	for _, r := range recs {
 		m.Records[string(r.bucket)]++
 	}
 	m.Total = len(recs)
 	return m, nil
+}
+
+// fillEmpty writes recs into the keystore location to, which must hold no record,
+// reads them back and compares them; on failure to is left empty.
+func fillEmpty(to string, recs []record) error {
+	dst, err := openEmpty(to)
+	if err != nil {
+		return err
+	}
+	err = copyRecordsTo(dst, recs)
+	if err == nil {
+		err = verifyRecords(dst, recs)
+	}
+	if err != nil {
+		return errors.Join(err, clearTarget(dst, to))
+	}
+	return dst.Close()
 }
 
 // openEmpty opens the backend at location to, refusing one that holds any record.

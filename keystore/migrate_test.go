@@ -70,7 +70,12 @@ func fileInTarGz(archive, name string) ([]byte, error) {
 // dumpBolt reads every record of the bbolt keystore in dir with bbolt itself.
 func dumpBolt(t *testing.T, dir string) map[string]string {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	return dumpBoltFile(t, filepath.Join(dir, FileName))
+}
+
+func dumpBoltFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,5 +256,30 @@ func TestVerifyRecordsCatchesADifference(t *testing.T) {
 		if err := verifyRecords(s.db, want); err == nil {
 			t.Errorf("%s record: verified", name)
 		}
+	}
+}
+
+// TestRestoreIntoEtcd: a bbolt backup restores into an empty etcd prefix, and not
+// over a keystore.
+func TestRestoreIntoEtcd(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	t.Setenv(EnvAuditDir, t.TempDir())
+	s, _ := newStore(t)
+	if _, err := s.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := s.Backup(file, false); err != nil {
+		t.Fatal(err)
+	}
+	loc := c.Location(newPrefix(t))
+	r, err := Restore(loc, file)
+	if err != nil || r.ZoneKeys != 1 || r.MainKeyVersions != 1 {
+		t.Fatalf("restore into etcd: %+v %v", r, err)
+	}
+	equalDumps(t, "backup → etcd", dumpBoltFile(t, file), snapshot(t, loc))
+	unwrapAll(t, loc, "pw")
+	if _, err := Restore(loc, file); !errors.Is(err, ErrExists) {
+		t.Errorf("restore over an etcd keystore: %v", err)
 	}
 }

@@ -46,7 +46,7 @@ func (b *etcdBackend) watch(ctx context.Context, changed func()) error {
 		if next, ok = b.watchFrom(ctx, next, changed); ok {
 			wait = 100 * time.Millisecond
 		} else {
-			wait = min(2*wait, 2*time.Second)
+			wait = min(2*wait, time.Second)
 		}
 		sleepCtx(ctx, wait)
 	}
