@@ -24,15 +24,21 @@ type Migrated struct {
 // then reads every record back from to and compares it byte for byte with from's. A
 // failed copy leaves to as empty as it was. Nothing may use either keystore meanwhile:
 // a folder's lock keeps its daemon out; an etcd keystore has no lock (unmount first).
-// The audit logs of both record it.
+// The audit logs of both record it, once from is open.
 func Migrate(from, to string) (*Migrated, error) {
-	m, err := migrateRecords(from, to)
-	dirs := []string{AuditDir(from)}
-	if d := AuditDir(to); d != dirs[0] {
-		dirs = append(dirs, d)
+	m := &Migrated{From: from, To: to, Records: map[string]int{}}
+	src, err := Open(from)
+	if err != nil {
+		return m, err
 	}
-	for _, d := range dirs {
-		a, aerr := OpenAudit(d)
+	err = migrateRecords(src, m)
+	src.Close()
+	locs := []string{from}
+	if AuditDir(to) != AuditDir(from) {
+		locs = append(locs, to)
+	}
+	for _, loc := range locs {
+		a, aerr := OpenAudit(loc)
 		if aerr != nil {
 			return m, errors.Join(err, aerr)
 		}
@@ -42,25 +48,21 @@ func Migrate(from, to string) (*Migrated, error) {
 	return m, err
 }
 
-func migrateRecords(from, to string) (*Migrated, error) {
-	m := &Migrated{From: from, To: to, Records: map[string]int{}}
-	src, err := Open(from)
-	if err != nil {
-		return m, err
-	}
-	defer src.Close()
+// migrateRecords copies the records of src into m.To and counts them in m.
+func migrateRecords(src *Store, m *Migrated) error {
+	from, to := m.From, m.To
 	recs, err := readAll(src.db)
 	if err != nil {
-		return m, fmt.Errorf("read keystore %s: %w", from, err)
+		return fmt.Errorf("read keystore %s: %w", from, err)
 	}
 	if err := fillEmpty(to, recs); err != nil {
-		return m, fmt.Errorf("migrate keystore %s to %s: %w", from, to, err)
+		return fmt.Errorf("migrate keystore %s to %s: %w", from, to, err)
 	}
 	for _, r := range recs {
 		m.Records[string(r.bucket)]++
 	}
 	m.Total = len(recs)
-	return m, nil
+	return nil
 }
 
 // fillEmpty writes recs into the keystore location to, which must hold no record,

@@ -22,7 +22,7 @@ func keystoreCommand() *cli.Command {
 			{Name: "migrate", Usage: "copy every record of a keystore into an empty one (a folder or etcd://HOST:PORT[,...]/PREFIX), verified record by record; nothing mounted on either",
 				ArgsUsage: "[BACKING]",
 				Flags: []cli.Flag{jsonFlag,
-					&cli.StringFlag{Name: "to", Required: true, Usage: "the empty keystore to fill: a folder or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (credentials: EZFS_ETCD_* variables)"},
+					&cli.StringFlag{Name: "to", Usage: "the empty keystore to fill: a folder or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (credentials: EZFS_ETCD_* variables)"},
 					&cli.StringFlag{Name: "keystore", Usage: "the keystore to copy, a folder or an etcd location (default: BACKING/.ezfs)"}},
 				Action: cmdKeystoreMigrate},
 		},
@@ -77,6 +77,9 @@ func initFromBackup(c *cli.Context, backing, ks string) error {
 func cmdKeystoreMigrate(c *cli.Context) error {
 	if c.NArg() > 1 || (c.NArg() == 1) == (c.String("keystore") != "") {
 		return daemon.UsageError("keystore migrate: give BACKING or --keystore FROM (one of them)")
+	}
+	if c.String("to") == "" {
+		return daemon.UsageError("keystore migrate: --to LOCATION is required (a folder or etcd://HOST:PORT/PREFIX)")
 	}
 	var from string
 	var err error
