@@ -54,6 +54,19 @@ func openStore(t *testing.T, loc string) (*Store, *System) {
 	return s, sys
 }
 
+// twoHosts initialises a keystore on c and opens two Stores of it, as two hosts do,
+// the first having made zone key k.
+func twoHosts(t *testing.T, c *etcdtest.Cluster) (*Store, *Store, *System) {
+	t.Helper()
+	loc := initEtcd(t, c)
+	a, sys := openStore(t, loc)
+	b, _ := openStore(t, loc)
+	if _, err := a.CreateZoneKey("k", ""); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, sys
+}
+
 // backends runs fn on a bbolt keystore and on an etcd one, both initialised.
 func backends(t *testing.T, fn func(t *testing.T, s *Store, sys *System)) {
 	c := etcdtest.Start(t, 1)
@@ -187,13 +200,7 @@ func TestEtcdCreateAndOpen(t *testing.T) {
 // TestEtcdConcurrentRolls: two Stores (two clients, as two hosts) roll one key 20
 // times each at once: versions are exactly 1..41, and every one unwraps.
 func TestEtcdConcurrentRolls(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	loc := initEtcd(t, c)
-	a, sys := openStore(t, loc)
-	b, _ := openStore(t, loc)
-	if _, err := a.CreateZoneKey("k", ""); err != nil {
-		t.Fatal(err)
-	}
+	a, b, sys := twoHosts(t, etcdtest.Start(t, 1))
 	var wg sync.WaitGroup
 	errs := make(chan error, 40)
 	for _, s := range []*Store{a, b} {
@@ -234,13 +241,7 @@ func TestEtcdConcurrentRolls(t *testing.T) {
 // TestEtcdWatch: a change through a second Store is seen by the first's cached
 // LatestVersion and Usable within a second.
 func TestEtcdWatch(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	loc := initEtcd(t, c)
-	a, _ := openStore(t, loc)
-	b, _ := openStore(t, loc)
-	if _, err := a.CreateZoneKey("k", ""); err != nil {
-		t.Fatal(err)
-	}
+	a, b, _ := twoHosts(t, etcdtest.Start(t, 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	var calls atomic.Int64
 	done := make(chan error)
@@ -300,12 +301,7 @@ func TestBoltWatchIsANoOp(t *testing.T) {
 // back the same Store works again, and its Watch sees changes again.
 func TestEtcdQuorum(t *testing.T) {
 	c := etcdtest.Start(t, 3)
-	loc := initEtcd(t, c)
-	s, _ := openStore(t, loc)
-	other, _ := openStore(t, loc)
-	if _, err := s.CreateZoneKey("k", ""); err != nil {
-		t.Fatal(err)
-	}
+	s, other, _ := twoHosts(t, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go s.Watch(ctx, nil)
