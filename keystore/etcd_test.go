@@ -467,3 +467,24 @@ func TestEtcdTLSAndAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEtcdWatchEndsWithTheStore: closing the Store ends its Watch.
+func TestEtcdWatchEndsWithTheStore(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s, err := Open(initEtcd(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Watch(context.Background(), nil) }()
+	time.Sleep(200 * time.Millisecond)
+	s.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Watch of a closed Store returned nil")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch went on after the Store was closed")
+	}
+}

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -14,7 +15,7 @@ import (
 // writer and Watch returns nil at once. With etcd it returns ctx's error; a watch the
 // cluster breaks (no leader, a member down) is taken up again from the last revision
 // seen, so no change is missed, and fn is called once more if etcd compacted the
-// revisions in between.
+// revisions in between; it returns an error when the Store is closed.
 func (s *Store) Watch(ctx context.Context, fn func()) error {
 	b, ok := s.db.(*etcdBackend)
 	if !ok {
@@ -33,6 +34,9 @@ func (b *etcdBackend) watch(ctx context.Context, changed func()) error {
 	var next int64 // the first revision not seen yet; 0: not started
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		if b.cli.Ctx().Err() != nil {
+			return fmt.Errorf("watch keystore %s: closed", b.name)
+		}
 		if next == 0 {
 			rev, err := b.currentRev(ctx)
 			if err != nil {
