@@ -488,3 +488,40 @@ func TestEtcdWatchEndsWithTheStore(t *testing.T) {
 		t.Fatal("Watch went on after the Store was closed")
 	}
 }
+
+// TestEtcdConcurrentMainKeyVersions: two hosts add versions of one main key at once
+// (kms rotate on both): every version number is given once, 1..20.
+func TestEtcdConcurrentMainKeyVersions(t *testing.T) {
+	a, b, _ := twoHosts(t, etcdtest.Start(t, 1))
+	tmpl, err := a.CurrentMainKey("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, s := range []*Store{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				mk := *tmpl
+				mk.Name, mk.Version = "m", 0
+				if err := s.AddMainKey(&mk); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	vs, err := a.MainKeyVersions("m")
+	if err != nil || len(vs) != 20 {
+		t.Fatalf("%d versions: %v", len(vs), err)
+	}
+	for i, mk := range vs {
+		if mk.Version != uint32(i+1) {
+			t.Fatalf("version %d at position %d", mk.Version, i)
+		}
+	}
+	if cur, err := b.CurrentMainKey("m"); err != nil || cur.Version != 20 {
+		t.Errorf("current: %v %v", cur, err)
+	}
+}
