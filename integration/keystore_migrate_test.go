@@ -16,7 +16,7 @@ import (
 // mounted keystore, a target with records, and says when etcd does not answer.
 func TestKeystoreMigrate(t *testing.T) {
 	c := etcdtest.Start(t, 1)
-	audit := []string{"EZFS_AUDIT_DIR=" + t.TempDir()}
+	audit := []string{"EZFS_LOG_DIR=" + t.TempDir()}
 	e := newEnv(t)
 	zone := e.zone("z", "k")
 	if err := os.WriteFile(filepath.Join(zone, "f"), []byte("through etcd and back"), 0o644); err != nil {

@@ -27,7 +27,7 @@ func newPrefix(t *testing.T) string {
 // initEtcd initialises a keystore with a system main key at a fresh prefix of c.
 func initEtcd(t *testing.T, c *etcdtest.Cluster) string {
 	t.Helper()
-	t.Setenv(EnvAuditDir, t.TempDir())
+	t.Setenv(EnvLogDir, t.TempDir())
 	loc := c.Location(newPrefix(t))
 	if _, err := InitSystem(loc, []byte("pw")); err != nil {
 		t.Fatal(err)
@@ -420,7 +420,7 @@ func TestParseEtcdLocation(t *testing.T) {
 func TestEtcdTLSAndAuth(t *testing.T) {
 	c := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: true})
 	c.EnableAuth("etcd root pw")
-	t.Setenv(EnvAuditDir, t.TempDir())
+	t.Setenv(EnvLogDir, t.TempDir())
 	dir := t.TempDir()
 	pwFile, wrongFile := dir+"/pw", dir+"/wrong"
 	if err := os.WriteFile(pwFile, []byte("etcd root pw\n"), 0o600); err != nil {

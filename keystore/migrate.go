@@ -34,7 +34,7 @@ func Migrate(from, to string) (*Migrated, error) {
 	err = migrateRecords(src, m)
 	src.Close()
 	locs := []string{from}
-	if AuditDir(to) != AuditDir(from) {
+	if LogDir(to) != LogDir(from) {
 		locs = append(locs, to)
 	}
 	for _, loc := range locs {

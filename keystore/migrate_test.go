@@ -100,7 +100,7 @@ func dumpBoltFile(t *testing.T, path string) map[string]string {
 // passphrase.
 func TestMigrateRoundTrip(t *testing.T) {
 	c := etcdtest.Start(t, 1)
-	t.Setenv(EnvAuditDir, t.TempDir())
+	t.Setenv(EnvLogDir, t.TempDir())
 	for name, pass := range goldenKeystores {
 		t.Run(name, func(t *testing.T) {
 			src := goldenKeystore(t, name)
@@ -172,7 +172,7 @@ func unwrapAll(t *testing.T, loc, passphrase string) {
 // TestMigrateRefusesAFullTarget: a target with records is refused and left as it was.
 func TestMigrateRefusesAFullTarget(t *testing.T) {
 	c := etcdtest.Start(t, 1)
-	t.Setenv(EnvAuditDir, t.TempDir())
+	t.Setenv(EnvLogDir, t.TempDir())
 	src := goldenKeystore(t, "v2")
 	full := initEtcd(t, c)
 	other := goldenKeystore(t, "v1")
@@ -263,7 +263,7 @@ func TestVerifyRecordsCatchesADifference(t *testing.T) {
 // over a keystore.
 func TestRestoreIntoEtcd(t *testing.T) {
 	c := etcdtest.Start(t, 1)
-	t.Setenv(EnvAuditDir, t.TempDir())
+	t.Setenv(EnvLogDir, t.TempDir())
 	s, _ := newStore(t)
 	if _, err := s.CreateZoneKey("k", ""); err != nil {
 		t.Fatal(err)

@@ -318,7 +318,7 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 	}
 	args = append(args, "--", backing, mnt)
 	err := handOver(sec, func(blob []byte) error {
-		return daemon.Start(args, blob, filepath.Join(ks, "ezfs.log"))
+		return daemon.Start(args, blob, filepath.Join(keystore.LogDir(ks), "ezfs.log"))
 	})
 	if err != nil {
 		return err
