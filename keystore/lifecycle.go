@@ -211,17 +211,28 @@ func (s *Store) Usable(name string) error {
 // retiring ref would make them unreadable. A retired version still holds its material
 // (it can be recovered) and counts; a purged one holds none.
 func (s *Store) Dependents(ref MainRef) ([]string, error) {
-	zks, err := s.ZoneKeys()
-	if err != nil {
-		return nil, err
-	}
 	var out []string
-	for _, zk := range zks {
+	err := s.db.View(func(tx txn) (err error) {
+		out, err = dependentsTx(tx, ref)
+		return err
+	})
+	return out, err
+}
+
+// dependentsTx is Dependents in tx.
+func dependentsTx(tx txn, ref MainRef) ([]string, error) {
+	var out []string
+	err := tx.ForEach(bucketZoneKeys, nil, func(k, v []byte) error {
+		var zk ZoneKey
+		if err := json.Unmarshal(v, &zk); err != nil {
+			return fmt.Errorf("keystore record %q: %w", k, err)
+		}
 		for _, kv := range zk.Versions {
 			if kv.Main() == ref && len(kv.Wrapped) > 0 {
 				out = append(out, fmt.Sprintf("%s@%d", zk.Name, kv.Version))
 			}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }

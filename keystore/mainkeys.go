@@ -163,22 +163,24 @@ func currentMainTx(tx txn, name string) (*MainKey, error) {
 // RetireMainKey marks main key version ref retired: no longer opened at mount. It
 // refuses the current version of its key and one that still wraps a zone key version.
 func (s *Store) RetireMainKey(ref MainRef) error {
-	cur, err := s.CurrentMainKey(ref.Name)
-	if err != nil {
-		return err
-	}
-	if cur.Version == ref.Version {
-		return fmt.Errorf("main key %s is its current version: rotate or set another provider first: %w", ref, ErrInUse)
-	}
-	deps, err := s.Dependents(ref)
-	if err != nil {
-		return err
-	}
-	if len(deps) > 0 {
-		return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' then 'ezfs key purge' it): %w",
-			ref, strings.Join(deps, ", "), ref.Name, ErrInUse)
-	}
+	// The checks and the change are one transaction: another host's rotation or
+	// rewrap cannot come between them.
 	return s.db.Update(func(tx txn) error {
+		cur, err := currentMainTx(tx, ref.Name)
+		if err != nil {
+			return err
+		}
+		if cur.Version == ref.Version {
+			return fmt.Errorf("main key %s is its current version: rotate or set another provider first: %w", ref, ErrInUse)
+		}
+		deps, err := dependentsTx(tx, ref)
+		if err != nil {
+			return err
+		}
+		if len(deps) > 0 {
+			return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' then 'ezfs key purge' it): %w",
+				ref, strings.Join(deps, ", "), ref.Name, ErrInUse)
+		}
 		mk, err := mainKeyTx(tx, ref)
 		if err != nil {
 			return err
