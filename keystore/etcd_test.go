@@ -525,3 +525,28 @@ func TestEtcdConcurrentMainKeyVersions(t *testing.T) {
 		t.Errorf("current: %v %v", cur, err)
 	}
 }
+
+// TestEtcdWatchAfterCompaction: a watch taken up again from a revision etcd has
+// compacted away drops the caches (the changes in between are lost) and starts over.
+func TestEtcdWatchAfterCompaction(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	a, _, _ := twoHosts(t, c)
+	if _, err := a.RollZoneKey("k"); err != nil {
+		t.Fatal(err)
+	}
+	b := a.db.(*etcdBackend)
+	rev, err := b.currentRev(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client().Compact(context.Background(), rev); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	next, _ := b.watchFrom(ctx, 1, func() { calls++ })
+	if next != 0 || calls != 1 {
+		t.Errorf("watch from a compacted revision: next %d, %d calls; want 0, 1", next, calls)
+	}
+}

@@ -10,7 +10,8 @@ import (
 
 // Watch follows changes made to the keystore by anyone (another host's daemon, an
 // admin command) until ctx ends: on each it drops the Store's caches, then calls fn
-// (nil: none), where a caller drops what it caches of the keystore. fn runs on
+// (nil: none), where a caller drops what it caches of the keystore; it does so once
+// too when the watch starts (what was cached before it is not followed). fn runs on
 // Watch's goroutine, one change at a time. With a bbolt file this process is the only
 // writer and Watch returns nil at once. With etcd it returns ctx's error; a watch the
 // cluster breaks (no leader, a member down) is taken up again from the last revision
@@ -41,6 +42,7 @@ func (b *etcdBackend) watch(ctx context.Context, changed func()) error {
 			rev, err := b.currentRev(ctx)
 			if err != nil {
 				sleepCtx(ctx, wait)
+				wait = min(2*wait, time.Second)
 				continue
 			}
 			changed() // whatever was cached before the watch started
