@@ -550,3 +550,68 @@ func TestEtcdWatchAfterCompaction(t *testing.T) {
 		t.Errorf("watch from a compacted revision: next %d, %d calls; want 0, 1", next, calls)
 	}
 }
+
+// TestLifecycleOnBothBackends: the guards of key states, version states, main key
+// retirement and jobs answer the same on both backends (each check runs in the
+// change's own transaction).
+func TestLifecycleOnBothBackends(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, sys *System) {
+		ring := NewKeyring(s, []Provider{sys}, nil, time.Minute)
+		defer ring.Close()
+		if _, err := s.CreateZoneKey("k", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutZone(&Zone{ID: "z", Path: "a/z", Key: "k"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ChangeKeyState("k", OpDelete, LifecycleOptions{}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "/a/z") {
+			t.Errorf("delete of a key a zone uses: %v", err)
+		}
+		cur, err := s.CurrentMainKey("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk2 := *cur
+		mk2.Version = 0
+		if err := s.AddMainKey(&mk2); err != nil || mk2.Version != 2 {
+			t.Fatalf("add main key version: %v %d", err, mk2.Version)
+		}
+		if _, err := s.RollZoneKey("k"); err != nil { // k@2 under default v2
+			t.Fatal(err)
+		}
+		v1 := MainRef{DefaultMain, 1}
+		if err := s.RetireMainKey(v1); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "k@1") {
+			t.Errorf("retire of the only wrap of k@1: %v", err)
+		}
+		if err := s.RetireMainKey(MainRef{DefaultMain, 2}); !errors.Is(err, ErrInUse) {
+			t.Errorf("retire of the current version: %v", err)
+		}
+		for _, op := range []VersionOp{VersionRetire, VersionPurge} {
+			if _, err := s.ChangeVersionState("k", 1, op); err != nil {
+				t.Fatalf("%s k@1: %v", op, err)
+			}
+		}
+		if _, err := s.ChangeVersionState("k", 2, VersionRetire); !errors.Is(err, ErrKeyState) {
+			t.Errorf("retire of the latest version: %v", err)
+		}
+		if err := s.RetireMainKey(v1); err != nil {
+			t.Errorf("retire of default v1 once nothing depends on it: %v", err)
+		}
+		if err := s.DeleteZone("z"); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		if _, err := s.ChangeKeyState("k", OpDelete, LifecycleOptions{Now: now}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateZoneKey("k", ""); !errors.Is(err, ErrReserved) {
+			t.Errorf("create over a deleted key's name: %v", err)
+		}
+		if err := s.PutJob(&Job{ZoneID: "z", Key: "k", Target: 2, State: JobProcessing, Checkpoint: "d/f"}); err != nil {
+			t.Fatal(err)
+		}
+		if js, err := s.Jobs(); err != nil || len(js) != 1 || js[0].Checkpoint != "d/f" || !js[0].Active() {
+			t.Errorf("jobs: %+v %v", js, err)
+		}
+	})
+}
