@@ -48,7 +48,7 @@ type member struct {
 // Bin is the etcd server binary: EZFS_ETCD_BIN, or etcd on PATH.
 func Bin() (string, error) {
 	if b := os.Getenv("EZFS_ETCD_BIN"); b != "" {
-		return b, nil
+		return exec.LookPath(b)
 	}
 	return exec.LookPath("etcd")
 }
