@@ -13,7 +13,8 @@ import (
 
 // TestKeystoreMigrate: `keystore migrate` copies a mount's keystore into etcd and from
 // there into a new folder, which then mounts and reads the zone's files; it refuses a
-// mounted keystore, a target with records, and says when etcd does not answer.
+// mounted keystore, a target with records, and says when etcd does not answer. The
+// etcd keystore's offline backup restores into another prefix (`init --from-backup`).
 func TestKeystoreMigrate(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	audit := []string{"EZFS_LOG_DIR=" + t.TempDir()}
@@ -42,6 +43,17 @@ func TestKeystoreMigrate(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("migrate to an etcd that does not answer took %v", took)
 	}
+
+	// An etcd keystore's offline backup restores into another prefix.
+	file := filepath.Join(tempDir(t), "etcd.backup")
+	if out, errOut, err = ezfsEnv(audit, "keystore", "backup", "--keystore", loc, file); err != nil {
+		t.Fatalf("backup of the etcd keystore: %v %q %q", err, out, errOut)
+	}
+	restored := c.Location("ezfs-it/restored")
+	if out, errOut, err = ezfsEnv(audit, "init", e.backing, "--keystore", restored, "--from-backup", file); err != nil || !strings.Contains(out, "restored") {
+		t.Fatalf("init --from-backup into etcd: %v %q %q", err, out, errOut)
+	}
+	failsCode(t, audit, control.CodeBusy, "already has a keystore", "init", e.backing, "--keystore", restored, "--from-backup", file)
 
 	e.keystore = back
 	e.mount()
