@@ -36,8 +36,32 @@ type Audit struct {
 	done   chan struct{}
 }
 
-// OpenAudit opens (appends to) the audit log in dir.
+// EnvLogDir names the folder, on this host, of an etcd keystore's audit log and of the
+// daemon's log (a folder keystore keeps both in its folder).
+const EnvLogDir = "EZFS_LOG_DIR"
+
+// LogDir is the folder of the audit log (and the daemon's log) of the keystore at
+// location: the keystore's own folder; for an etcd keystore a folder of this host,
+// $EZFS_LOG_DIR or /var/log/ezfs (each host logs what is done through it).
+func LogDir(location string) string {
+	if !IsEtcd(location) {
+		return location
+	}
+	if d := os.Getenv(EnvLogDir); d != "" {
+		return d
+	}
+	return "/var/log/ezfs"
+}
+
+// OpenAudit opens (appends to) the audit log of the keystore at dir (LogDir), making
+// an etcd keystore's log folder if need be.
 func OpenAudit(dir string) (*Audit, error) {
+	if IsEtcd(dir) {
+		dir = LogDir(dir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open audit log: %w", err)
+		}
+	}
 	f, err := os.OpenFile(filepath.Join(dir, AuditFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)

@@ -26,11 +26,9 @@ import (
 func (s *Store) Backup(path string, force bool, avoid ...Place) (int64, error) {
 	var n int64
 	err := writeAtomic(path, force, append(avoid, s.folder), func(f *os.File) error {
-		return s.db.View(func(tx *bolt.Tx) error {
-			var err error
-			n, err = tx.WriteTo(f)
-			return err
-		})
+		var err error
+		n, err = s.db.Backup(f)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("keystore backup to %s: %w", path, err)
@@ -208,14 +206,17 @@ type Restored struct {
 // copied into a new database (bbolt's compaction: nothing of the backup's free pages
 // or free list is carried over), which is put in place only when whole. It refuses a
 // dir that has a keystore already (ErrExists): a restore never replaces one. The audit
-// log in dir records it.
+// log in dir records it. An etcd location dir gets the backup's records as a
+// migration copies them (Migrate): into an empty prefix, read back and compared.
 func Restore(dir, from string) (*Restored, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	if Exists(dir) {
-		return nil, fmt.Errorf("keystore %s: %w: a restore does not replace a keystore; move it away first", dir, ErrExists)
+	var err error
+	if !IsEtcd(dir) {
+		if dir, err = filepath.Abs(dir); err != nil {
+			return nil, err
+		}
+		if Exists(dir) {
+			return nil, fmt.Errorf("keystore %s: %w: a restore does not replace a keystore; move it away first", dir, ErrExists)
+		}
 	}
 	src, err := bolt.Open(from, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err == nil {
@@ -225,19 +226,19 @@ func Restore(dir, from string) (*Restored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s is not a keystore backup: %v: %w", from, err, ErrBadInput)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create keystore folder: %w", err)
+	if IsEtcd(dir) {
+		err = restoreRecords(src, dir)
+	} else {
+		err = restoreFile(src, dir)
 	}
-	db := filepath.Join(dir, FileName)
-	err = writeAtomic(db, false, nil, func(f *os.File) error {
-		return copyRecords(src, backing.ProcFD(int(f.Fd())))
-	})
 	if err != nil {
 		return nil, fmt.Errorf("restore keystore %s from %s: %w", dir, from, err)
 	}
 	s, err := Open(dir)
 	if err != nil {
-		os.Remove(db) // checked, yet it does not open: leave no half-restored keystore
+		if !IsEtcd(dir) {
+			os.Remove(filepath.Join(dir, FileName)) // checked, yet it does not open: leave no half-restored keystore
+		}
 		return nil, err
 	}
 	defer s.Close()
@@ -248,6 +249,25 @@ func Restore(dir, from string) (*Restored, error) {
 	}
 	a.Action("keystore.restore", map[string]any{"from": from, "zone_keys": r.ZoneKeys, "zone_key_versions": r.ZoneKeyVersions}, err)
 	return r, errors.Join(err, a.Close())
+}
+
+// restoreFile writes the records of src as a new database file in folder dir.
+func restoreFile(src *bolt.DB, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create keystore folder: %w", err)
+	}
+	return writeAtomic(filepath.Join(dir, FileName), false, nil, func(f *os.File) error {
+		return copyRecords(src, backing.ProcFD(int(f.Fd())))
+	})
+}
+
+// restoreRecords copies the records of src into the empty etcd keystore at location.
+func restoreRecords(src *bolt.DB, location string) error {
+	recs, err := readAll(&boltBackend{src})
+	if err != nil {
+		return err
+	}
+	return fillEmpty(location, recs)
 }
 
 // checkBackup checks an open backup: bbolt's check of every page, then every record
@@ -277,7 +297,7 @@ func checkBackup(db *bolt.DB) (err error) {
 	if err != nil {
 		return err
 	}
-	r, err := (&Store{db: db}).summary()
+	r, err := (&Store{db: &boltBackend{db}}).summary()
 	if err == nil && r.MainKeyVersions == 0 {
 		err = errors.New("no main key")
 	}

@@ -21,7 +21,24 @@ var (
 	// ErrKeyDisabled is a data request refused because its zone key is not active:
 	// EACCES in the mount (errors.Is sees ErrPermission in it).
 	ErrKeyDisabled error = keyNotActive{}
+	// ErrStoreUnavailable is a keystore that does not answer in time (an etcd cluster
+	// without quorum); errors.Is sees ErrUnavailable in it (exit 5).
+	ErrStoreUnavailable error = storeUnavailable{}
 )
+
+// errStoreRefused is a keystore that refused this host's credentials (etcd's user or
+// certificate): ErrPermission (exit 4).
+var errStoreRefused error = storeRefused{}
+
+type storeRefused struct{}
+
+func (storeRefused) Error() string        { return "keystore refused the credentials" }
+func (storeRefused) Is(target error) bool { return target == ErrPermission }
+
+type storeUnavailable struct{}
+
+func (storeUnavailable) Error() string        { return "keystore unavailable" }
+func (storeUnavailable) Is(target error) bool { return target == ErrUnavailable }
 
 type keyNotActive struct{}
 

@@ -1,10 +1,6 @@
 package keystore
 
-import (
-	"time"
-
-	bolt "go.etcd.io/bbolt"
-)
+import "time"
 
 var bucketJobs = []byte("jobs")
 
@@ -62,8 +58,8 @@ func (j *Job) Active() bool { return j.State == JobSubmitted || j.State == JobPr
 
 // PutJob stores a zone's job record (one write transaction: a checkpoint).
 func (s *Store) PutJob(j *Job) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bucketJobs), []byte(j.ZoneID), j)
+	return s.db.Update(func(tx txn) error {
+		return putJSON(tx, bucketJobs, []byte(j.ZoneID), j)
 	})
 }
 

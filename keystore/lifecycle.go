@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Zone key lifecycle: active → disabled → deleted (soft, recoverable for a retention
@@ -103,14 +101,15 @@ func (o LifecycleOptions) WithDefaults() LifecycleOptions {
 // the zones); Purge before the key's purge date needs Force.
 func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) (*ZoneKey, error) {
 	var out *ZoneKey
-	err := s.updateZoneKeyTx(name, func(tx *bolt.Tx, zk *ZoneKey) error {
+	c := s.cache()
+	err := s.updateZoneKeyTx(name, func(tx txn, zk *ZoneKey) error {
 		out = zk
 		return changeKeyTx(tx, zk, op, o.WithDefaults())
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.states.Store(name, out.KeyState())
+	c.states.Store(name, out.KeyState())
 	return out, nil
 }
 
@@ -118,7 +117,7 @@ func (s *Store) ChangeKeyState(name string, op LifecycleOp, o LifecycleOptions) 
 // changing nothing: a caller checks before the work that must precede the change (a
 // scan, cancelling jobs, flushing caches).
 func (s *Store) CheckKeyChange(name string, op LifecycleOp, o LifecycleOptions) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.db.View(func(tx txn) error {
 		zk, err := zoneKeyTx(tx, name)
 		if err != nil {
 			return err
@@ -128,7 +127,7 @@ func (s *Store) CheckKeyChange(name string, op LifecycleOp, o LifecycleOptions) 
 }
 
 // changeKeyTx applies op to zk (not stored yet).
-func changeKeyTx(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
+func changeKeyTx(tx txn, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
 	to, err := NextState(op, zk.KeyState())
 	if err != nil {
 		return fmt.Errorf("key %q: %w", zk.Name, err)
@@ -141,7 +140,7 @@ func changeKeyTx(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) e
 }
 
 // applyChange does what op does beyond the state itself.
-func applyChange(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
+func applyChange(tx txn, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) error {
 	switch op {
 	case OpDelete:
 		if o.Retention < o.MinRetention {
@@ -172,9 +171,9 @@ func applyChange(tx *bolt.Tx, zk *ZoneKey, op LifecycleOp, o LifecycleOptions) e
 }
 
 // zonesUsingTx lists the paths of the registered zones of key name.
-func zonesUsingTx(tx *bolt.Tx, name string) ([]string, error) {
+func zonesUsingTx(tx txn, name string) ([]string, error) {
 	var out []string
-	err := tx.Bucket(bucketZones).ForEach(func(k, v []byte) error {
+	err := tx.ForEach(bucketZones, nil, func(k, v []byte) error {
 		var z Zone
 		if err := json.Unmarshal(v, &z); err != nil {
 			return fmt.Errorf("keystore record %q: %w", k, err)
@@ -191,14 +190,15 @@ func zonesUsingTx(tx *bolt.Tx, name string) ([]string, error) {
 // Usable is nil when zone key name may wrap and unwrap: every data request of its
 // zones asks, so it answers from memory (one map load) after the first call.
 func (s *Store) Usable(name string) error {
-	st, ok := s.states.Load(name)
+	c := s.cache()
+	st, ok := c.states.Load(name)
 	if !ok {
 		zk, err := s.ZoneKey(name)
 		if err != nil {
 			return nil // no such key: the unwrap says so
 		}
 		// A state change made meanwhile has stored its state: it wins.
-		st, _ = s.states.LoadOrStore(name, zk.KeyState())
+		st, _ = c.states.LoadOrStore(name, zk.KeyState())
 	}
 	if st != StateActive {
 		return fmt.Errorf("key %q is %s: %w", name, st, ErrKeyDisabled)
@@ -211,17 +211,28 @@ func (s *Store) Usable(name string) error {
 // retiring ref would make them unreadable. A retired version still holds its material
 // (it can be recovered) and counts; a purged one holds none.
 func (s *Store) Dependents(ref MainRef) ([]string, error) {
-	zks, err := s.ZoneKeys()
-	if err != nil {
-		return nil, err
-	}
 	var out []string
-	for _, zk := range zks {
+	err := s.db.View(func(tx txn) (err error) {
+		out, err = dependentsTx(tx, ref)
+		return err
+	})
+	return out, err
+}
+
+// dependentsTx is Dependents in tx.
+func dependentsTx(tx txn, ref MainRef) ([]string, error) {
+	var out []string
+	err := tx.ForEach(bucketZoneKeys, nil, func(k, v []byte) error {
+		var zk ZoneKey
+		if err := json.Unmarshal(v, &zk); err != nil {
+			return fmt.Errorf("keystore record %q: %w", k, err)
+		}
 		for _, kv := range zk.Versions {
 			if kv.Main() == ref && len(kv.Wrapped) > 0 {
 				out = append(out, fmt.Sprintf("%s@%d", zk.Name, kv.Version))
 			}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/ezfs/ezfs/crypto"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Main key versions are stored under NAME 0x00 VERSION (big-endian), so one main key's
@@ -39,39 +39,53 @@ func (s *Store) AddMainKey(mk *MainKey) error {
 	if err := CheckMainKeyName(mk.Name); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMainKeys)
-		if mk.Version == 0 {
-			mk.Version = nextMainVersion(b, mk.Name)
+	assign := mk.Version == 0
+	return s.db.Update(func(tx txn) error {
+		if assign { // again on each try: a concurrent writer may have taken the number
+			v, err := nextMainVersion(tx, mk.Name)
+			if err != nil {
+				return err
+			}
+			mk.Version = v
 		}
 		id := mainKeyID(mk.Name, mk.Version)
-		if b.Get(id) != nil {
-			return fmt.Errorf("main key %s: %w", mk.Ref(), ErrExists)
+		if old, err := tx.Get(bucketMainKeys, id); err != nil || old != nil {
+			return errors.Join(err, existsErr(old, mk.Ref()))
 		}
-		if err := putJSON(b, id, mk); err != nil {
+		if err := putJSON(tx, bucketMainKeys, id, mk); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(currentKeyID(mk.Name), u32(mk.Version))
+		return tx.Put(bucketMeta, currentKeyID(mk.Name), u32(mk.Version))
 	})
 }
 
+// existsErr is ErrExists for main key version ref when a record old is there.
+func existsErr(old []byte, ref MainRef) error {
+	if old == nil {
+		return nil
+	}
+	return fmt.Errorf("main key %s: %w", ref, ErrExists)
+}
+
 // nextMainVersion is one more than the highest stored version of main key name.
-func nextMainVersion(b *bolt.Bucket, name string) uint32 {
+func nextMainVersion(tx txn, name string) (uint32, error) {
 	prefix := append([]byte(name), 0)
 	next := uint32(1)
-	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+4; k, _ = c.Next() {
-		next = binary.BigEndian.Uint32(k[len(prefix):]) + 1
-	}
-	return next
+	err := tx.ForEach(bucketMainKeys, prefix, func(k, _ []byte) error {
+		if len(k) == len(prefix)+4 {
+			next = binary.BigEndian.Uint32(k[len(prefix):]) + 1
+		}
+		return nil
+	})
+	return next, err
 }
 
 // NextMainVersion is the number the next version of main key name will have.
 func (s *Store) NextMainVersion(name string) (uint32, error) {
 	var v uint32
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v = nextMainVersion(tx.Bucket(bucketMainKeys), name)
-		return nil
+	err := s.db.View(func(tx txn) (err error) {
+		v, err = nextMainVersion(tx, name)
+		return err
 	})
 	return v, err
 }
@@ -103,7 +117,7 @@ func (s *Store) MainKeyVersions(name string) ([]*MainKey, error) {
 // MainKey returns main key version ref.
 func (s *Store) MainKey(ref MainRef) (*MainKey, error) {
 	mk := new(MainKey)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx txn) error {
 		var err error
 		mk, err = mainKeyTx(tx, ref)
 		return err
@@ -111,9 +125,9 @@ func (s *Store) MainKey(ref MainRef) (*MainKey, error) {
 	return mk, err
 }
 
-func mainKeyTx(tx *bolt.Tx, ref MainRef) (*MainKey, error) {
+func mainKeyTx(tx txn, ref MainRef) (*MainKey, error) {
 	mk := new(MainKey)
-	ok, err := getJSON(tx.Bucket(bucketMainKeys), mainKeyID(ref.Name, ref.Version), mk)
+	ok, err := getJSON(tx, bucketMainKeys, mainKeyID(ref.Name, ref.Version), mk)
 	if err == nil && !ok {
 		err = fmt.Errorf("main key %s: %w", ref, ErrKeyNotFound)
 	}
@@ -124,7 +138,7 @@ func mainKeyTx(tx *bolt.Tx, ref MainRef) (*MainKey, error) {
 // new zone key versions.
 func (s *Store) CurrentMainKey(name string) (*MainKey, error) {
 	var mk *MainKey
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx txn) error {
 		var err error
 		mk, err = currentMainTx(tx, name)
 		return err
@@ -132,11 +146,14 @@ func (s *Store) CurrentMainKey(name string) (*MainKey, error) {
 	return mk, err
 }
 
-func currentMainTx(tx *bolt.Tx, name string) (*MainKey, error) {
+func currentMainTx(tx txn, name string) (*MainKey, error) {
 	if name == "" {
 		name = DefaultMain
 	}
-	raw := tx.Bucket(bucketMeta).Get(currentKeyID(name))
+	raw, err := tx.Get(bucketMeta, currentKeyID(name))
+	if err != nil {
+		return nil, err
+	}
 	if raw == nil {
 		return nil, fmt.Errorf("main key %q: %w", name, ErrKeyNotFound)
 	}
@@ -146,42 +163,43 @@ func currentMainTx(tx *bolt.Tx, name string) (*MainKey, error) {
 // RetireMainKey marks main key version ref retired: no longer opened at mount. It
 // refuses the current version of its key and one that still wraps a zone key version.
 func (s *Store) RetireMainKey(ref MainRef) error {
-	cur, err := s.CurrentMainKey(ref.Name)
-	if err != nil {
-		return err
-	}
-	if cur.Version == ref.Version {
-		return fmt.Errorf("main key %s is its current version: rotate or set another provider first: %w", ref, ErrInUse)
-	}
-	deps, err := s.Dependents(ref)
-	if err != nil {
-		return err
-	}
-	if len(deps) > 0 {
-		return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' then 'ezfs key purge' it): %w",
-			ref, strings.Join(deps, ", "), ref.Name, ErrInUse)
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	// The checks and the change are one transaction: another host's rotation or
+	// rewrap cannot come between them.
+	return s.db.Update(func(tx txn) error {
+		cur, err := currentMainTx(tx, ref.Name)
+		if err != nil {
+			return err
+		}
+		if cur.Version == ref.Version {
+			return fmt.Errorf("main key %s is its current version: rotate or set another provider first: %w", ref, ErrInUse)
+		}
+		deps, err := dependentsTx(tx, ref)
+		if err != nil {
+			return err
+		}
+		if len(deps) > 0 {
+			return fmt.Errorf("main key %s still wraps %s, wrapped under no other main key version: run 'ezfs kms rewrap %s' first (a key that is not active: enable it first; a version no file uses: 'ezfs key retire' then 'ezfs key purge' it): %w",
+				ref, strings.Join(deps, ", "), ref.Name, ErrInUse)
+		}
 		mk, err := mainKeyTx(tx, ref)
 		if err != nil {
 			return err
 		}
 		mk.State = StateRetired
-		return putJSON(tx.Bucket(bucketMainKeys), mainKeyID(ref.Name, ref.Version), mk)
+		return putJSON(tx, bucketMainKeys, mainKeyID(ref.Name, ref.Version), mk)
 	})
 }
 
 // migrate brings a schema 1 keystore (one unnamed main key) to schema 2: its main key
 // versions become versions of DefaultMain, and every zone key and zone key version
 // names the main key that wraps it.
-func migrate(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if string(meta.Get(keySchema)) != "1" {
-		return nil
+func migrate(tx txn) error {
+	schema, err := tx.Get(bucketMeta, keySchema)
+	if err != nil || string(schema) != "1" {
+		return err
 	}
-	mks := tx.Bucket(bucketMainKeys)
 	old := map[string][]byte{}
-	err := mks.ForEach(func(k, v []byte) error {
+	err = tx.ForEach(bucketMainKeys, nil, func(k, v []byte) error {
 		if len(k) == 4 {
 			old[string(k)] = bytes.Clone(v)
 		}
@@ -196,30 +214,37 @@ func migrate(tx *bolt.Tx) error {
 			return fmt.Errorf("migrate main key record %x: %w", k, err)
 		}
 		mk.Name = DefaultMain
-		if err := mks.Delete([]byte(k)); err != nil {
+		if err := tx.Delete(bucketMainKeys, []byte(k)); err != nil {
 			return err
 		}
-		if err := putJSON(mks, mainKeyID(mk.Name, mk.Version), mk); err != nil {
-			return err
-		}
-	}
-	if cur := meta.Get(keyCurrentMain); cur != nil {
-		if err := meta.Put(currentKeyID(DefaultMain), bytes.Clone(cur)); err != nil {
-			return err
-		}
-		if err := meta.Delete(keyCurrentMain); err != nil {
+		if err := putJSON(tx, bucketMainKeys, mainKeyID(mk.Name, mk.Version), mk); err != nil {
 			return err
 		}
 	}
-	if err := migrateZoneKeys(tx.Bucket(bucketZoneKeys)); err != nil {
+	if err := migrateCurrentMain(tx); err != nil {
 		return err
 	}
-	return meta.Put(keySchema, []byte(Schema))
+	if err := migrateZoneKeys(tx); err != nil {
+		return err
+	}
+	return tx.Put(bucketMeta, keySchema, []byte(Schema))
 }
 
-func migrateZoneKeys(b *bolt.Bucket) error {
+// migrateCurrentMain moves schema 1's current main key version to DefaultMain's.
+func migrateCurrentMain(tx txn) error {
+	cur, err := tx.Get(bucketMeta, keyCurrentMain)
+	if err != nil || cur == nil {
+		return err
+	}
+	if err := tx.Put(bucketMeta, currentKeyID(DefaultMain), bytes.Clone(cur)); err != nil {
+		return err
+	}
+	return tx.Delete(bucketMeta, keyCurrentMain)
+}
+
+func migrateZoneKeys(tx txn) error {
 	updated := map[string]*ZoneKey{}
-	err := b.ForEach(func(k, v []byte) error {
+	err := tx.ForEach(bucketZoneKeys, nil, func(k, v []byte) error {
 		zk := new(ZoneKey)
 		if err := json.Unmarshal(v, zk); err != nil {
 			return fmt.Errorf("migrate zone key %q: %w", k, err)
@@ -239,7 +264,7 @@ func migrateZoneKeys(b *bolt.Bucket) error {
 		return err
 	}
 	for k, zk := range updated {
-		if err := putJSON(b, []byte(k), zk); err != nil {
+		if err := putJSON(tx, bucketZoneKeys, []byte(k), zk); err != nil {
 			return err
 		}
 	}

@@ -4,18 +4,14 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ezfs/ezfs/crypto"
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -181,35 +177,41 @@ type Zone struct {
 	Ino uint64 `json:"ino,omitempty"`
 }
 
-// Store is an open keystore. Its methods are safe for concurrent use; bbolt serialises
-// writers.
+// Store is an open keystore. Its methods are safe for concurrent use; the backend
+// serialises writers.
 type Store struct {
-	db  *bolt.DB
+	db  backend
 	dir string
 	// folder is dir's identity when the store was opened: a backup is never written
 	// into it (Backup).
 	folder Place
 
-	// latest caches the newest version of each zone key: every file create needs it.
-	// The daemon is the keystore's only writer, so the cache follows every roll.
-	latestMu sync.Mutex
-	latest   map[string]uint32 // guarded by latestMu
-	// states caches each zone key's lifecycle state (name → string), consulted by
-	// every data request (see Usable); each state change overwrites its entry.
-	states sync.Map
+	// caches holds each zone key's newest version (every file create needs it) and
+	// lifecycle state (every data request, see Usable): cache.go. The Store's own
+	// changes update it; with a bbolt file this process is the only writer, with etcd
+	// Watch drops it on every change made by anyone.
+	caches atomic.Pointer[keyCache]
 }
 
-// Dir is the keystore folder.
+// Dir is the keystore folder, or its etcd location.
 func (s *Store) Dir() string { return s.dir }
 
-// Exists reports whether dir holds a keystore.
+// Exists reports whether dir (a folder or an etcd location, location.go) holds a
+// keystore.
 func Exists(dir string) bool {
+	if IsEtcd(dir) {
+		return etcdExists(dir)
+	}
 	_, err := os.Stat(filepath.Join(dir, FileName))
 	return err == nil
 }
 
-// Create makes a new keystore in dir; it refuses to touch an existing one.
+// Create makes a new keystore in dir (a folder or an etcd location); it refuses to
+// touch an existing one.
 func Create(dir string) (*Store, error) {
+	if IsEtcd(dir) {
+		return openEtcdStore(dir, true)
+	}
 	if Exists(dir) {
 		return nil, fmt.Errorf("keystore %s: %w", dir, ErrExists)
 	}
@@ -220,8 +222,8 @@ func Create(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte(Schema))
+	err = s.db.Update(func(tx txn) error {
+		return tx.Put(bucketMeta, keySchema, []byte(Schema))
 	})
 	if err != nil {
 		s.Close()
@@ -230,8 +232,13 @@ func Create(dir string) (*Store, error) {
 	return s, nil
 }
 
-// Open opens an existing keystore. A second process gets ErrLocked within a second.
+// Open opens an existing keystore, in a folder or at an etcd location. A second
+// process opening a folder's gets ErrLocked within a second; an etcd keystore is
+// shared.
 func Open(dir string) (*Store, error) {
+	if IsEtcd(dir) {
+		return openEtcdStore(dir, false)
+	}
 	if !Exists(dir) {
 		return nil, fmt.Errorf("%s (run 'ezfs init' first): %w", dir, ErrNoStore)
 	}
@@ -239,70 +246,28 @@ func Open(dir string) (*Store, error) {
 }
 
 func open(dir string) (*Store, error) {
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("%s: %w (is it mounted?)", dir, ErrLocked)
-	}
+	db, err := openBolt(filepath.Join(dir, FileName), dir)
 	if err != nil {
-		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
-	}
-	// Buckets added by later versions appear in older keystores on first open.
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketMainKeys, bucketZoneKeys, bucketZones, bucketJobs} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return migrate(tx)
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
+		return nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil { // the folder bbolt just opened the file in
 		db.Close()
 		return nil, fmt.Errorf("open keystore %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, folder: Place{Name: dir, Dev: st.Dev, Ino: st.Ino}, latest: map[string]uint32{}}, nil
+	return storeOn(db, dir, Place{Name: dir, Dev: st.Dev, Ino: st.Ino}), nil
 }
 
-// Close releases the file lock.
+func storeOn(db backend, dir string, folder Place) *Store {
+	s := &Store{db: db, dir: dir, folder: folder}
+	s.dropCaches()
+	return s
+}
+
+// Close releases the file lock (bbolt) or the connections (etcd).
 func (s *Store) Close() error { return s.db.Close() }
 
 func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
-
-func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
-	raw := b.Get(key)
-	if raw == nil {
-		return false, nil
-	}
-	return true, json.Unmarshal(raw, v)
-}
-
-// listJSON decodes every value of a bucket, in key order.
-func listJSON[T any](db *bolt.DB, bucket []byte) ([]*T, error) {
-	var out []*T
-	err := db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
-			x := new(T)
-			if err := json.Unmarshal(v, x); err != nil {
-				return fmt.Errorf("keystore record %q: %w", k, err)
-			}
-			out = append(out, x)
-			return nil
-		})
-	})
-	return out, err
-}
-
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return b.Put(key, raw)
-}
 
 // CreateZoneKey creates key name with version 1, wrapped under the current version of
 // main key main ("" for the default).
@@ -324,10 +289,10 @@ func (s *Store) RollZoneKey(name string) (*ZoneKey, error) {
 
 // addZoneKeyVersion creates name under main key main, or, with main "", rolls it.
 func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
-	zk := new(ZoneKey)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketZoneKeys)
-		found, err := getJSON(b, []byte(name), zk)
+	zk, c := new(ZoneKey), s.cache()
+	err := s.db.Update(func(tx txn) error {
+		*zk = ZoneKey{}
+		found, err := getJSON(tx, bucketZoneKeys, []byte(name), zk)
 		if err != nil {
 			return err
 		}
@@ -359,14 +324,12 @@ func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
 		zk.Versions = append(zk.Versions, ZoneKeyVersion{
 			Version: next, Created: now, MainName: mk.Name, MainVersion: mk.Version, Wrapped: wrapped, State: StateActive,
 		})
-		return putJSON(b, []byte(name), zk)
+		return putJSON(tx, bucketZoneKeys, []byte(name), zk)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.latestMu.Lock()
-	s.latest[name] = zk.Latest().Version
-	s.latestMu.Unlock()
+	c.setLatest(name, zk.Latest().Version)
 	return zk, nil
 }
 
@@ -390,26 +353,22 @@ func newWrappedZoneKey(mk *MainKey, name string, version uint32) ([]byte, error)
 
 // LatestVersion is the newest version of zone key name.
 func (s *Store) LatestVersion(name string) (uint32, error) {
-	s.latestMu.Lock()
-	v, ok := s.latest[name]
-	s.latestMu.Unlock()
-	if ok {
+	c := s.cache()
+	if v, ok := c.getLatest(name); ok {
 		return v, nil
 	}
 	zk, err := s.ZoneKey(name)
 	if err != nil {
 		return 0, err
 	}
-	s.latestMu.Lock()
-	s.latest[name] = zk.Latest().Version
-	s.latestMu.Unlock()
+	c.setLatest(name, zk.Latest().Version)
 	return zk.Latest().Version, nil
 }
 
 // ZoneKey returns key name with all its versions.
 func (s *Store) ZoneKey(name string) (*ZoneKey, error) {
 	var zk *ZoneKey
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
+	err := s.db.View(func(tx txn) (err error) {
 		zk, err = zoneKeyTx(tx, name)
 		return err
 	})
@@ -423,15 +382,15 @@ func (s *Store) ZoneKeys() ([]*ZoneKey, error) {
 
 // PutZone records a zone (new or moved).
 func (s *Store) PutZone(z *Zone) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bucketZones), []byte(z.ID), z)
+	return s.db.Update(func(tx txn) error {
+		return putJSON(tx, bucketZones, []byte(z.ID), z)
 	})
 }
 
 // DeleteZone forgets a zone.
 func (s *Store) DeleteZone(id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketZones).Delete([]byte(id))
+	return s.db.Update(func(tx txn) error {
+		return tx.Delete(bucketZones, []byte(id))
 	})
 }
 
@@ -471,13 +430,13 @@ func (s *Store) SetZoneKeyMain(name, main string) error {
 
 // updateZoneKey changes zone key name with fn in one transaction.
 func (s *Store) updateZoneKey(name string, fn func(zk *ZoneKey) error) error {
-	return s.updateZoneKeyTx(name, func(_ *bolt.Tx, zk *ZoneKey) error { return fn(zk) })
+	return s.updateZoneKeyTx(name, func(_ txn, zk *ZoneKey) error { return fn(zk) })
 }
 
 // updateZoneKeyTx is updateZoneKey for a change that reads other records of the
 // transaction too.
-func (s *Store) updateZoneKeyTx(name string, fn func(tx *bolt.Tx, zk *ZoneKey) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+func (s *Store) updateZoneKeyTx(name string, fn func(tx txn, zk *ZoneKey) error) error {
+	return s.db.Update(func(tx txn) error {
 		zk, err := zoneKeyTx(tx, name)
 		if err != nil {
 			return err
@@ -485,14 +444,14 @@ func (s *Store) updateZoneKeyTx(name string, fn func(tx *bolt.Tx, zk *ZoneKey) e
 		if err := fn(tx, zk); err != nil {
 			return err
 		}
-		return putJSON(tx.Bucket(bucketZoneKeys), []byte(name), zk)
+		return putJSON(tx, bucketZoneKeys, []byte(name), zk)
 	})
 }
 
 // zoneKeyTx reads zone key name in tx.
-func zoneKeyTx(tx *bolt.Tx, name string) (*ZoneKey, error) {
+func zoneKeyTx(tx txn, name string) (*ZoneKey, error) {
 	zk := new(ZoneKey)
-	found, err := getJSON(tx.Bucket(bucketZoneKeys), []byte(name), zk)
+	found, err := getJSON(tx, bucketZoneKeys, []byte(name), zk)
 	if err != nil {
 		return nil, err
 	}

@@ -156,9 +156,17 @@ func specFlags(c *cli.Context) providers.Spec {
 
 func keystoreDir(c *cli.Context, backing string) (string, error) {
 	if k := c.String("keystore"); k != "" {
-		return control.Canonical(k)
+		return keystoreLocation(k)
 	}
 	return filepath.Join(backing, ".ezfs"), nil
+}
+
+// keystoreLocation is a keystore folder made absolute, or an etcd location as given.
+func keystoreLocation(k string) (string, error) {
+	if keystore.IsEtcd(k) {
+		return k, nil
+	}
+	return control.Canonical(k)
 }
 
 func backingDir(p string) (string, error) {
@@ -310,7 +318,7 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 	}
 	args = append(args, "--", backing, mnt)
 	err := handOver(sec, func(blob []byte) error {
-		return daemon.Start(args, blob, filepath.Join(ks, "ezfs.log"))
+		return daemon.Start(args, blob, filepath.Join(keystore.LogDir(ks), "ezfs.log"))
 	})
 	if err != nil {
 		return err

@@ -125,7 +125,7 @@ func oneLine(err error) string {
 var (
 	jsonFlag     = &cli.BoolFlag{Name: "json", Usage: "print JSON"}
 	mountFlag    = &cli.StringFlag{Name: "mount", Usage: "the ezfs mountpoint to talk to (default: the only one)"}
-	keystoreFlag = &cli.StringFlag{Name: "keystore", Usage: "keystore folder (default: BACKING/.ezfs)"}
+	keystoreFlag = &cli.StringFlag{Name: "keystore", Usage: "keystore folder, or etcd://HOST:PORT[,HOST:PORT...]/PREFIX (credentials: EZFS_ETCD_* variables) (default: BACKING/.ezfs)"}
 	passFileFlag = &cli.StringFlag{Name: "passphrase-file", Usage: "read the passphrase from this file (else $EZFS_PASSPHRASE or a prompt)"}
 	pinFileFlag  = &cli.StringFlag{Name: "pin-file", Usage: "read the PKCS#11 PIN from this file (else $EZFS_EXTERNAL_KEY_PIN or a prompt)"}
 	// providerFlags describe a main key: init and kms set.
