@@ -19,6 +19,8 @@
 # (100000), BENCH_SCALE_TARGETS (the order, default "zone dpass gcfs gcfs2"),
 # BENCH_DIR (default a folder under /var/tmp).
 set -euo pipefail
+# The commit measured, read before the run: the tree may move on while it runs.
+VERSION=$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
 EZFS=$(realpath "${1:-bin/ezfs}")
 FILES=${BENCH_SCALE_FILES:-1000000}
 DIRS=${BENCH_SCALE_DIRS:-1000}
@@ -182,7 +184,7 @@ declare -A WHAT=([create-big]="create, one directory" [ls-big]="\`ls -l\` of it"
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB,"
   echo "kernel $(uname -r), backing file system $(stat -f -c %T "$work")."
-  echo "Versions: ezfs $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown), $(go version | cut -d' ' -f3);"
+  echo "Versions: ezfs $VERSION, $(go version | cut -d' ' -f3);"
   for g in "${GC[@]}"; do echo "${LABEL[$g]};"; done
   echo "$(ls --version | head -1), $(stat --version | head -1)."
   echo

@@ -20,6 +20,8 @@
 # BENCH_FIO_SECONDS (default 10), BENCH_SETTLE (default 3), BENCH_DIR (default a folder
 # under /var/tmp).
 set -euo pipefail
+# The commit measured, read before the run: the tree may move on while it runs.
+VERSION=$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
 EZFS=$(realpath "${1:-bin/ezfs}")
 ROUNDS=${BENCH_ROUNDS:-3}
 READS=${BENCH_READS:-3}
@@ -166,7 +168,7 @@ fi
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB,"
   echo "kernel $(uname -r), backing file system $(stat -f -c %T "$work")."
-  echo "Versions: ezfs $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown),"
+  echo "Versions: ezfs $VERSION,"
   echo "$(gocryptfs -version | head -1),"
   [ -n "${DIR[gcfs2]:-}" ] && echo "$("$GOCRYPTFS2" -version | head -1),"
   echo "$(fio --version), $(go version | cut -d' ' -f3)."
