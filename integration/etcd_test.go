@@ -24,15 +24,25 @@ const followWithin = time.Second
 
 // etcdPair mounts one backing directory twice with -o sharedstorage, as two hosts
 // on shared storage with one etcd keystore (prefix on cluster c): daemons a and b,
-// their logs in one EZFS_LOG_DIR of the test, which does not exist before (the
-// first command that logs makes it).
+// their logs in one EZFS_LOG_DIR of the test.
 func etcdPair(t *testing.T, c *etcdtest.Cluster, prefix string) (a, b *env) {
 	t.Helper()
-	t.Setenv(keystore.EnvLogDir, filepath.Join(t.TempDir(), "log", "ezfs"))
+	logDir := filepath.Join(t.TempDir(), "log", "ezfs")
+	t.Setenv(keystore.EnvLogDir, logDir)
 	d := tempDir(t)
 	loc := c.Location(prefix)
 	a = &env{t: t, backing: filepath.Join(d, "backing"), mnt: filepath.Join(d, "a"), opts: []string{"sharedstorage"}, keystore: loc}
 	a.start()
+	// A host whose log folder is not there yet (init ran on another) mounts: the
+	// folder is made before the background daemon's log is opened.
+	a.umount()
+	if err := os.RemoveAll(logDir); err != nil {
+		t.Fatal(err)
+	}
+	a.mount()
+	if _, err := os.Stat(filepath.Join(logDir, "ezfs.log")); err != nil {
+		t.Errorf("the daemon's log: %v", err)
+	}
 	b = &env{t: t, backing: a.backing, mnt: filepath.Join(d, "b"), opts: a.opts, keystore: loc}
 	if err := os.Mkdir(b.mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -93,8 +103,9 @@ func hasZone(e *env, p string) error {
 // one etcd keystore follow each other's changes within a second: files written
 // through either read through the other; a roll through a gives b's next files the
 // new version; a zone made through a is a zone through b; a main key rotated through
-// a wraps the versions b rolls; a key disabled through a is refused through b, open
-// files included, and its unwrapped versions leave b's memory; enabled, it serves.
+// a wraps the versions b rolls; a version retired through a and a key disabled
+// through a leave b's memory, and the disabled key is refused through b, open files
+// included; enabled, it serves. fsck checks the result against the etcd keystore.
 func TestEtcdTwoHosts(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	a, b := etcdPair(t, c, "ezfs-it/two")
@@ -142,6 +153,24 @@ func TestEtcdTwoHosts(t *testing.T) {
 			t.Errorf("file created through b after its roll: %+v, want version %d", fi, cur+1)
 		}
 	})
+	pairSub(a, b, "retire", func(t *testing.T) {
+		// A version retired through a leaves b's memory within a second.
+		z := a.zone("zr", "kr")
+		within(t, followWithin, "a's zone through b", func() error { return hasZone(b, "/zr") })
+		p := filepath.Join(z, "f")
+		writeFile(t, on(a, b, p), "written under kr@1 through b")
+		a.run("key", "roll", "kr", "--mount", a.mnt)
+		a.run("reencrypt", "start", "--wait", z)
+		cached := b.status().CachedKeys
+		a.run("key", "retire", "kr@1", "--mount", a.mnt)
+		within(t, followWithin, "b forgets the version retired through a", func() error {
+			if n := b.status().CachedKeys; n != cached-1 {
+				return fmt.Errorf("b caches %d unwrapped zone key versions, want %d", n, cached-1)
+			}
+			return nil
+		})
+		checkContents(t, on(a, b, p), []byte("written under kr@1 through b"))
+	})
 	pairSub(a, b, "disable", func(t *testing.T) { etcdDisableFollowed(t, a, b) })
 	pairSub(a, b, "fsck", func(t *testing.T) {
 		// fsck checks the backing directory against the etcd keystore, hiding nothing.
@@ -153,7 +182,7 @@ func TestEtcdTwoHosts(t *testing.T) {
 			Problems []any                   `json:"problems"`
 		}
 		decodeJSON(t, a.run("fsck", a.backing, "--keystore", a.keystore, "--json"), &rep)
-		if len(rep.Zones) != 3 || rep.Files == 0 || len(rep.Problems) != 0 {
+		if len(rep.Zones) != 4 || rep.Files == 0 || len(rep.Problems) != 0 {
 			t.Errorf("fsck with the etcd keystore: %+v", rep)
 		}
 	})
