@@ -56,7 +56,7 @@ type keySync struct {
 // startWatch applies the keystore once, which fills the zone registry the mount
 // starts with, and then follows it: Store.Watch (etcd) signals every change made by
 // anyone; with a bbolt file this daemon is the only writer, and its admin commands
-// apply their own changes (changed). It returns the function that stops following.
+// apply their own changes (applyChange). It returns the function that stops following.
 func (d *daemon) startWatch() (stop func(), err error) {
 	d.follow.kick = make(chan struct{}, 1)
 	if err := d.applyKeystore(); err != nil {
