@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -196,7 +197,13 @@ func (d *daemon) autoRoll(name string, now time.Time) (*keystore.ZoneKey, error)
 	due, _ := zk.NextDue(d.sched.min)
 	fields := map[string]any{"key": name, "by": "policy", "rotate_every": zk.Policy.Every.String(),
 		"due": due.UTC().Format(time.RFC3339Nano), "main_key": zk.MainKey}
-	rolled, err := d.rollChecked(zk)
+	// The roll's transaction asks again: another host on the same keystore may have
+	// rolled the key since it was read here.
+	rolled, err := d.rollChecked(zk, func(cur *keystore.ZoneKey) bool { return cur.Due(now, d.sched.min) && mayRoll(cur) })
+	if errors.Is(err, keystore.ErrNotDue) {
+		d.log.Printf("key %s: rolled meanwhile by another host, not by its policy here", name)
+		return d.store.ZoneKey(name)
+	}
 	if err == nil {
 		fields["version"] = rolled.Latest().Version
 		fields["main_version"] = rolled.Latest().MainVersion
@@ -212,8 +219,9 @@ func (d *daemon) autoRoll(name string, now time.Time) (*keystore.ZoneKey, error)
 	return rolled, nil
 }
 
-// rollChecked rolls zk after asking the provider of its main key's current version.
-func (d *daemon) rollChecked(zk *keystore.ZoneKey) (*keystore.ZoneKey, error) {
+// rollChecked rolls zk, if due still says so in the roll's transaction, after asking
+// the provider of its main key's current version.
+func (d *daemon) rollChecked(zk *keystore.ZoneKey, due func(*keystore.ZoneKey) bool) (*keystore.ZoneKey, error) {
 	mk, err := d.store.CurrentMainKey(zk.MainKey)
 	if err != nil {
 		return nil, err
@@ -223,7 +231,7 @@ func (d *daemon) rollChecked(zk *keystore.ZoneKey) (*keystore.ZoneKey, error) {
 	if err := d.ring.Check(ctx, mk); err != nil {
 		return nil, fmt.Errorf("not rolled: main key %s does not answer: %w", mk.Ref(), err)
 	}
-	return d.store.RollZoneKey(zk.Name)
+	return d.store.RollZoneKeyIf(zk.Name, due)
 }
 
 // reencryptKey starts reencryption on every zone of zk, as `reencrypt start` does.

@@ -16,6 +16,9 @@ var (
 	ErrBadInput = errors.New("invalid input")
 	ErrConflict = errors.New("changed meanwhile")
 	ErrInUse    = errors.New("still in use")
+	// ErrNotDue is a conditional roll whose condition no longer held when its
+	// transaction read the key (another host rolled it first).
+	ErrNotDue = errors.New("no longer due")
 	// ErrKeyState refuses an operation the key's lifecycle state does not allow.
 	ErrKeyState = errors.New("not allowed in the key's state")
 	// ErrKeyDisabled is a data request refused because its zone key is not active:

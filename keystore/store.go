@@ -278,17 +278,26 @@ func (s *Store) CreateZoneKey(name, main string) (*ZoneKey, error) {
 	if main == "" {
 		main = DefaultMain
 	}
-	return s.addZoneKeyVersion(name, main)
+	return s.addZoneKeyVersion(name, main, nil)
 }
 
 // RollZoneKey adds version N+1 of name, wrapped under the current version of the zone
 // key's main key; new files use it at once.
 func (s *Store) RollZoneKey(name string) (*ZoneKey, error) {
-	return s.addZoneKeyVersion(name, "")
+	return s.addZoneKeyVersion(name, "", nil)
 }
 
-// addZoneKeyVersion creates name under main key main, or, with main "", rolls it.
-func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
+// RollZoneKeyIf rolls name as RollZoneKey does if due, asked of the key as the roll's
+// transaction reads it, says so; otherwise it fails with ErrNotDue. Several daemons on
+// one keystore run the same rotation policies: the first roll makes the key not due
+// for the others' transactions, which etcd runs again on the new record.
+func (s *Store) RollZoneKeyIf(name string, due func(*ZoneKey) bool) (*ZoneKey, error) {
+	return s.addZoneKeyVersion(name, "", due)
+}
+
+// addZoneKeyVersion creates name under main key main, or, with main "", rolls it (if
+// due, when it is not nil, holds).
+func (s *Store) addZoneKeyVersion(name, main string, due func(*ZoneKey) bool) (*ZoneKey, error) {
 	zk, c := new(ZoneKey), s.cache()
 	err := s.db.Update(func(tx txn) error {
 		*zk = ZoneKey{}
@@ -305,6 +314,8 @@ func (s *Store) addZoneKeyVersion(name, main string) (*ZoneKey, error) {
 			return fmt.Errorf("key %q: %w", name, ErrKeyNotFound)
 		case found && zk.KeyState() != StateActive:
 			return fmt.Errorf("key %q is %s: %w", name, zk.KeyState(), ErrKeyState)
+		case found && due != nil && !due(zk):
+			return fmt.Errorf("key %q: %w", name, ErrNotDue)
 		}
 		now := time.Now().UTC()
 		next := uint32(1)
