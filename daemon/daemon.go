@@ -140,6 +140,9 @@ func Run(cfg Config) error {
 	}
 	d.reenc = zones.NewReencryptor(d.fsys.Root(), keys, d.fsys, d.audit, d.log)
 	defer d.reenc.Close()
+	if d.reenc.Lease, err = keystore.JobLease(); err != nil {
+		return err
+	}
 	if met != nil {
 		stop, err := serveMetrics(cfg.Metrics, met)
 		if err != nil {
@@ -184,6 +187,7 @@ func Run(cfg Config) error {
 	if err := d.reenc.Resume(d.registry); err != nil {
 		d.log.Printf("resume reencryption jobs: %v", err)
 	}
+	go d.adoptJobs(stopPoll)
 	d.sched.start()
 	defer d.sched.close()
 	if cfg.Ready != nil {
