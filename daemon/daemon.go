@@ -126,7 +126,7 @@ func Run(cfg Config) error {
 		return err
 	}
 	keys := &zones.Keys{Ring: d.ring}
-	opts := fs.Options{Backing: cfg.Backing, Hidden: cfg.Keystore, Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log, Events: cfg.Events}
+	opts := fs.Options{Backing: cfg.Backing, Hidden: keystore.Folder(cfg.Keystore), Zones: d.registry, Keys: keys, Hooks: d, Logger: d.log, Events: cfg.Events}
 	if met != nil {
 		opts.Metrics = met
 		keys.OnLookup = func() { met.nLookups.add(1) }

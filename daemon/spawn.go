@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/keystore"
 	"golang.org/x/sys/unix"
 )
 
@@ -163,12 +165,21 @@ func fill(w *os.File, secret []byte) error {
 
 // cleanEnv drops the secrets from the daemon's environment: it has them on a pipe.
 // The other VAULT_* variables stay; the daemon does not read them (each main key
-// version records its server).
+// version records its server). The variables that name files (an etcd keystore's
+// credential files, the log folder: keystore.PathVars) stay, made absolute: they are
+// paths, not secrets, and the background daemon runs in "/".
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if name != childEnv && !slices.Contains(secretVars, name) {
+		name, val, _ := strings.Cut(kv, "=")
+		switch {
+		case name == childEnv || slices.Contains(secretVars, name):
+		case slices.Contains(keystore.PathVars, name) && val != "" && !filepath.IsAbs(val):
+			if abs, err := filepath.Abs(val); err == nil {
+				kv = name + "=" + abs
+			}
+			out = append(out, kv)
+		default:
 			out = append(out, kv)
 		}
 	}

@@ -26,7 +26,7 @@ import (
 // Options describe a run.
 type Options struct {
 	Backing  string // canonical path of the backing directory
-	Keystore string // canonical path of the keystore folder
+	Keystore string // canonical path of the keystore folder, or an etcd location
 	// Secrets returns the credentials of the keystore's main key versions (as `ezfs
 	// mount` gathers them); it is called once the keystore is locked.
 	Secrets func(mks []*keystore.MainKey) (providers.Secrets, error)
@@ -129,7 +129,7 @@ func newChecker(ctx context.Context, o Options, store *keystore.Store, ring *key
 	}
 	// The file system layer is built, never mounted: for its one rule on zone roots
 	// and its backing root (the keystore folder hidden).
-	c.fsys, err = fs.New(fs.Options{Backing: o.Backing, Hidden: o.Keystore, Zones: reg, Logger: log.New(io.Discard, "", 0)})
+	c.fsys, err = fs.New(fs.Options{Backing: o.Backing, Hidden: keystore.Folder(o.Keystore), Zones: reg, Logger: log.New(io.Discard, "", 0)})
 	if err != nil {
 		return nil, err
 	}

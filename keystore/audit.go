@@ -53,14 +53,25 @@ func LogDir(location string) string {
 	return "/var/log/ezfs"
 }
 
-// OpenAudit opens (appends to) the audit log of the keystore at dir (LogDir), making
-// an etcd keystore's log folder if need be.
-func OpenAudit(dir string) (*Audit, error) {
-	if IsEtcd(dir) {
-		dir = LogDir(dir)
+// MakeLogDir is LogDir(location), made (mode 0700) if it does not exist yet: the
+// folder of an etcd keystore's logs may be new on this host. A keystore folder is
+// returned as it is (the keystore made it).
+func MakeLogDir(location string) (string, error) {
+	dir := LogDir(location)
+	if IsEtcd(location) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("open audit log: %w", err)
+			return "", fmt.Errorf("log folder of keystore %s (%s): %w", location, EnvLogDir, err)
 		}
+	}
+	return dir, nil
+}
+
+// OpenAudit opens (appends to) the audit log of the keystore at location, in
+// MakeLogDir(location).
+func OpenAudit(location string) (*Audit, error) {
+	dir, err := MakeLogDir(location)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, AuditFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {

@@ -23,6 +23,11 @@ const (
 	EnvEtcdPasswordFile = "EZFS_ETCD_PASSWORD_FILE" // file holding the user's password
 )
 
+// PathVars are the variables of this package that name files or folders (the etcd
+// client's credentials, the log folder): a daemon started in another working
+// directory gets them as absolute paths.
+var PathVars = []string{EnvEtcdCA, EnvEtcdCert, EnvEtcdKey, EnvEtcdPasswordFile, EnvLogDir}
+
 // etcdTimeout bounds every request to etcd: past it the keystore is unavailable.
 const etcdTimeout = 3 * time.Second
 

@@ -16,6 +16,15 @@ const etcdScheme = "etcd://"
 // IsEtcd reports whether location names an etcd keystore.
 func IsEtcd(location string) bool { return strings.HasPrefix(location, etcdScheme) }
 
+// Folder is the keystore folder of location, "" for an etcd keystore (it has no
+// folder on this host): what a mount hides and what fsck leaves alone.
+func Folder(location string) string {
+	if IsEtcd(location) {
+		return ""
+	}
+	return location
+}
+
 // etcdLocation is a parsed etcd keystore location.
 type etcdLocation struct {
 	endpoints []string // HOST:PORT

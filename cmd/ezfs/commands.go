@@ -317,8 +317,12 @@ func startBackground(c *cli.Context, backing, mnt, ks string, mo fs.MountOptions
 		}
 	}
 	args = append(args, "--", backing, mnt)
-	err := handOver(sec, func(blob []byte) error {
-		return daemon.Start(args, blob, filepath.Join(keystore.LogDir(ks), "ezfs.log"))
+	logDir, err := keystore.MakeLogDir(ks)
+	if err != nil {
+		return err
+	}
+	err = handOver(sec, func(blob []byte) error {
+		return daemon.Start(args, blob, filepath.Join(logDir, "ezfs.log"))
 	})
 	if err != nil {
 		return err

@@ -92,7 +92,7 @@ func helperArgs(args []string) (out []string, fake bool, err error) {
 	}
 	out = []string{"mount"}
 	var fsOpts []string
-	for _, w := range opts {
+	for _, w := range joinEndpoints(opts) {
 		w = strings.TrimSpace(w)
 		name, val, hasVal := strings.Cut(w, "=")
 		switch {
@@ -113,6 +113,25 @@ func helperArgs(args []string) (out []string, fake bool, err error) {
 		out = append(out, "-o", strings.Join(fsOpts, ","))
 	}
 	return append(out, "--", pos[0], pos[1]), fake, nil
+}
+
+// joinEndpoints puts back together keystore=etcd://HOST:PORT,HOST:PORT/PREFIX, which
+// the option string's commas split: the words after one whose location has no prefix
+// yet (no "/" after the hosts) are its further endpoints, up to the one with the
+// prefix.
+func joinEndpoints(opts []string) []string {
+	var out []string
+	more := false
+	for _, w := range opts {
+		if more && !strings.Contains(w, "=") {
+			out[len(out)-1] += "," + strings.TrimSpace(w)
+		} else {
+			out = append(out, w)
+		}
+		loc, ok := strings.CutPrefix(strings.TrimSpace(out[len(out)-1]), "keystore=etcd://")
+		more = ok && !strings.Contains(loc, "/")
+	}
+	return out
 }
 
 func isSecret(name string) bool {

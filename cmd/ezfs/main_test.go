@@ -32,6 +32,10 @@ func TestHelperArgs(t *testing.T) {
 			[]string{"mount", "-o", "ro", "--", "/b", "/m"}, false},
 		{[]string{"/b", "/m", "-o", "_netdev,sharedstorage,keystore=/k"},
 			[]string{"mount", "--keystore", "/k", "-o", "sharedstorage", "--", "/b", "/m"}, false},
+		{[]string{"/b", "/m", "-o", "keystore=etcd://h1:2379,h2:2379,h3:2379/ezfs/a,sharedstorage"},
+			[]string{"mount", "--keystore", "etcd://h1:2379,h2:2379,h3:2379/ezfs/a", "-o", "sharedstorage", "--", "/b", "/m"}, false},
+		{[]string{"/b", "/m", "-o", "sharedstorage,keystore=etcd://h1:2379/ezfs"},
+			[]string{"mount", "--keystore", "etcd://h1:2379/ezfs", "-o", "sharedstorage", "--", "/b", "/m"}, false},
 		{[]string{"/b", "/m", "-sfv", "-o", "pin_file=/p,keystore=/k,key_ttl=1m"},
 			[]string{"mount", "--pin-file", "/p", "--keystore", "/k", "--key-ttl", "1m", "--", "/b", "/m"}, true},
 	} {
