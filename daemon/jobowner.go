@@ -18,7 +18,11 @@ func (d *daemon) adoptJobs(stop <-chan struct{}) {
 	if !keystore.IsEtcd(d.store.Dir()) {
 		return
 	}
-	t := time.NewTicker(min(adoptEvery, d.reenc.Lease/4))
+	every := min(adoptEvery, d.reenc.Lease/4)
+	if every <= 0 {
+		every = adoptEvery
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	last := ""
 	for {

@@ -1,0 +1,138 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ezfs/ezfs/keystore"
+	"github.com/ezfs/ezfs/keystore/etcdtest"
+)
+
+// etcdHosts mounts one backing directory twice with one etcd keystore, as two hosts
+// do: daemons a and b, each with mount options opts and its own log folder (returned
+// by logDir, as EZFS_LOG_DIR of its mount). The keystore's job lease is lease.
+func etcdHosts(t *testing.T, lease time.Duration, opts ...string) (a, b *env, logDir func(*env) string) {
+	t.Helper()
+	c := etcdtest.Start(t, 1)
+	d := tempDir(t)
+	loc := c.Location("ezfs-it/" + t.Name())
+	back := filepath.Join(d, "backing")
+	a = &env{t: t, backing: back, mnt: filepath.Join(d, "a"), opts: opts, keystore: loc}
+	b = &env{t: t, backing: back, mnt: filepath.Join(d, "b"), opts: opts, keystore: loc}
+	logs := map[*env]string{a: filepath.Join(d, "log-a"), b: filepath.Join(d, "log-b")}
+	logDir = func(e *env) string { return logs[e] }
+	for _, p := range []string{back, a.mnt, b.mnt} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(keystore.JobLeaseEnv, lease.String())
+	t.Setenv(keystore.EnvLogDir, logs[a])
+	a.run("init", back, "--keystore", loc)
+	for _, e := range []*env{a, b} {
+		t.Setenv(keystore.EnvLogDir, logs[e])
+		e.mount()
+		t.Cleanup(e.cleanup)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for name, e := range map[string]*env{"a": a, "b": b} {
+				log, _ := os.ReadFile(filepath.Join(logs[e], "ezfs.log"))
+				t.Logf("daemon %s's log:\n%s", name, log)
+			}
+		}
+	})
+	return a, b, logDir
+}
+
+// ownerOf is the job owner name of the daemon serving e.
+func (e *env) ownerOf() string {
+	e.t.Helper()
+	host, err := os.Hostname()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return fmt.Sprintf("%s:%d", host, e.daemonPID())
+}
+
+// TestReencryptTakeover (issue 17, criterion 3): two daemons, one backing directory
+// (-o sharedstorage) and one etcd keystore. A reencryption job started on a with a rate
+// limit shows a as its owner on both hosts; a is killed (SIGKILL) mid-job; b takes the
+// job over from its checkpoint within the lease TTL (and the period of its look for
+// jobs without an owner), shows itself as the owner while it runs, and completes it:
+// every file is on the target version and reads as written. a, mounted again, finds
+// the job b owns and leaves it to b.
+func TestReencryptTakeover(t *testing.T) {
+	const lease, n = 3 * time.Second, 300
+	a, b, logDir := etcdHosts(t, lease, "sharedstorage")
+	zone := a.zone("z", "k")
+	sums := fill(t, zone, n)
+	zoneB := on(a, b, zone)
+	if _, err := os.Stat(zoneB); err != nil {
+		t.Fatal(err)
+	}
+	a.run("key", "roll", "--mount", a.mnt, "k")
+	a.run("reencrypt", "start", "--rate", "50", zone)
+	ownerA, ownerB := a.ownerOf(), b.ownerOf()
+
+	// a runs it, and b sees so from the job's record, once a checkpoint is there.
+	deadline := time.Now().Add(10 * time.Second)
+	for j := b.job(zoneB); j.Checkpoint == "" || j.Reencrypted < 50; j = b.job(zoneB) {
+		if j.Owner != ownerA || j.State != "Processing" {
+			t.Fatalf("b shows the job %s owned by %q, want Processing by %s", j.State, j.Owner, ownerA)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of a's job in 10s: %+v", j)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if j := a.job(zone); j.Owner != ownerA {
+		t.Errorf("a shows owner %q, want %s", j.Owner, ownerA)
+	}
+
+	killed := time.Now()
+	a.killPID(a.daemonPID())
+	deadline = killed.Add(lease + lease/4 + 2*time.Second) // the TTL, b's look period, a margin
+	j := b.job(zoneB)
+	for ; j.Owner != ownerB; j = b.job(zoneB) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b did not take the job over %v after a was killed (lease %v): %+v", time.Since(killed), lease, j)
+		}
+		if j.State != "Processing" {
+			t.Fatalf("the job is %s before b took it over: %+v", j.State, j)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("b took the job over %v after a was killed, at %q (%d re-encrypted)", time.Since(killed).Round(10*time.Millisecond), j.Checkpoint, j.Reencrypted)
+	if j.State != "Processing" {
+		t.Errorf("the job was not running when b showed itself as its owner: %+v", j)
+	}
+
+	// a mounts again meanwhile: it shows b as the owner and does not take the job.
+	t.Setenv(keystore.EnvLogDir, logDir(a))
+	a.mount()
+	if j := a.job(zone); j.State == "Processing" && j.Owner != ownerB {
+		t.Errorf("a, mounted again, shows owner %q of the running job, want %s", j.Owner, ownerB)
+	}
+
+	j = b.waitJob(zoneB)
+	if j.State != "Completed" || j.Failures != 0 || j.Owner != ownerB || j.Files != n || j.Reencrypted+j.AlreadyCurrent != n {
+		t.Errorf("the job at its end: %+v", j)
+	}
+	if j := a.job(zone); j.State != "Completed" || j.Owner != ownerB {
+		t.Errorf("a shows the ended job as %s by %q, want Completed by %s", j.State, j.Owner, ownerB)
+	}
+	b.checkZone(zoneB, sums, 2)
+	logB, _ := os.ReadFile(filepath.Join(logDir(b), "ezfs.log"))
+	if !strings.Contains(string(logB), "taking over the job no daemon owns") {
+		t.Errorf("b's log does not say it took the job over:\n%s", logB)
+	}
+	logA, _ := os.ReadFile(filepath.Join(logDir(a), "ezfs.log"))
+	if strings.Contains(string(logA), "resuming at pass") {
+		t.Errorf("a resumed b's job when it mounted again:\n%s", logA)
+	}
+}
