@@ -62,7 +62,7 @@ type Reencryptor struct {
 	runs map[string]*run // running jobs by zone ID; guarded by mu
 	// closed: Close was called, no job starts any more; guarded by mu
 	closed bool
-	wg   sync.WaitGroup
+	wg     sync.WaitGroup
 }
 
 // NewReencryptor returns the job runner for the zones under root.
