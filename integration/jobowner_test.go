@@ -14,8 +14,9 @@ import (
 
 // etcdHosts mounts one backing directory twice with one etcd keystore, as two hosts
 // do: daemons a and b, each with mount options opts and its own log folder (returned
-// by logDir, as EZFS_LOG_DIR of its mount). The keystore's job lease is lease.
-func etcdHosts(t *testing.T, lease time.Duration, opts ...string) (a, b *env, logDir func(*env) string) {
+// by logDir, as EZFS_LOG_DIR of its mount). The keystore's job lease is lease. setup
+// runs once a is mounted, before b mounts.
+func etcdHosts(t *testing.T, lease time.Duration, setup func(a *env), opts ...string) (a, b *env, logDir func(*env) string) {
 	t.Helper()
 	c := etcdtest.Start(t, 1)
 	d := tempDir(t)
@@ -37,6 +38,9 @@ func etcdHosts(t *testing.T, lease time.Duration, opts ...string) (a, b *env, lo
 		t.Setenv(keystore.EnvLogDir, logs[e])
 		e.mount()
 		t.Cleanup(e.cleanup)
+		if e == a {
+			setup(a)
+		}
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -60,7 +64,7 @@ func (e *env) ownerOf() string {
 }
 
 // TestReencryptTakeover (issue 17, criterion 3): two daemons, one backing directory
-// (-o sharedstorage) and one etcd keystore. A reencryption job started on a with a rate
+// (-o sharedstorage) and one etcd keystore, the zone made before b mounts. A reencryption job started on a with a rate
 // limit shows a as its owner on both hosts; a is killed (SIGKILL) mid-job; b takes the
 // job over from its checkpoint within the lease TTL (and the period of its look for
 // jobs without an owner), shows itself as the owner while it runs, and completes it:
@@ -68,9 +72,12 @@ func (e *env) ownerOf() string {
 // the job b owns and leaves it to b.
 func TestReencryptTakeover(t *testing.T) {
 	const lease, n = 3 * time.Second, 300
-	a, b, logDir := etcdHosts(t, lease, "sharedstorage")
-	zone := a.zone("z", "k")
-	sums := fill(t, zone, n)
+	var zone string
+	var sums map[string][32]byte
+	a, b, logDir := etcdHosts(t, lease, func(a *env) {
+		zone = a.zone("z", "k") // b mounts after: its zones are loaded at mount
+		sums = fill(t, zone, n)
+	}, "sharedstorage")
 	zoneB := on(a, b, zone)
 	if _, err := os.Stat(zoneB); err != nil {
 		t.Fatal(err)
