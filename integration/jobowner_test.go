@@ -118,6 +118,9 @@ func TestReencryptTakeover(t *testing.T) {
 	if j.State != "Processing" {
 		t.Errorf("the job was not running when b showed itself as its owner: %+v", j)
 	}
+	if out := b.run("reencrypt", "status", zoneB); !strings.Contains(out, "owner:") || !strings.Contains(out, ownerB) {
+		t.Errorf("status text on b does not show the owner %s:\n%s", ownerB, out)
+	}
 
 	// a mounts again meanwhile: it shows b as the owner and does not take the job.
 	t.Setenv(keystore.EnvLogDir, logDir(a))
