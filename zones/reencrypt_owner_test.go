@@ -30,7 +30,7 @@ func TestReencryptStopsWhenItsClaimIsLost(t *testing.T) {
 	c := etcdtest.Start(t, 1)
 	t.Setenv(keystore.EnvLogDir, t.TempDir())
 	fx := zonetest.NewAt(t, "k", c.Location("zones-test/claim"))
-	const n = 200
+	const n = 300 // 7.5s a pass at 40 files/s: it runs on well after the lease ends
 	fx.AddFiles(t, n, []byte("contents"))
 	if _, err := fx.Store.RollZoneKey("k"); err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestReencryptStopsWhenItsClaimIsLost(t *testing.T) {
 	if _, err := cli.Revoke(ctx, leases.Leases[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "the run stopped after its lease ended", func() bool { return job().Owner == "" })
+	eventually(t, 2*time.Second, "the run stopped after its lease ended", func() bool { return job().Owner == "" })
 	if j := job(); j.State != keystore.JobProcessing {
 		t.Fatalf("job after its claim was lost: %+v", j)
 	}
