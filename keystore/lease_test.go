@@ -19,6 +19,19 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
+// claimedByA starts etcd with a keystore that two hosts' Stores open, a having
+// claimed zone z's job with a lease of ttl.
+func claimedByA(t *testing.T, ttl time.Duration) (c *etcdtest.Cluster, a, b *Store, ca *Claim) {
+	t.Helper()
+	c = etcdtest.Start(t, 1)
+	a, b, _ = twoHosts(t, c)
+	ca, err := a.ClaimJob("z", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, a, b, ca
+}
+
 // TestJobClaimOnBothBackends: one claim per zone's job at a time, writes only under a
 // claim that holds, and Jobs shows the live owner of an unfinished job.
 func TestJobClaimOnBothBackends(t *testing.T) {
@@ -77,14 +90,7 @@ func TestJobClaimOnBothBackends(t *testing.T) {
 // checkpoints; a's last, late checkpoint is refused.
 func TestEtcdJobTakeover(t *testing.T) {
 	const ttl = 2 * time.Second
-	c := etcdtest.Start(t, 1)
-	loc := initEtcd(t, c)
-	a, _ := openStore(t, loc)
-	b, _ := openStore(t, loc)
-	ca, err := a.ClaimJob("z", ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, a, b, ca := claimedByA(t, ttl)
 	ja := &Job{ZoneID: "z", Key: "k", Target: 2, State: JobProcessing, Checkpoint: "a/1", Owner: ca.Owner()}
 	if err := a.PutJob(ca, ja); err != nil {
 		t.Fatal(err)
@@ -99,6 +105,7 @@ func TestEtcdJobTakeover(t *testing.T) {
 	a.Close() // a dies: nothing is released, its lease stops being renewed
 	var cb *Claim
 	for cb == nil {
+		var err error
 		if cb, err = b.ClaimJob("z", ttl); err != nil && !errors.Is(err, ErrClaimed) {
 			t.Fatal(err)
 		}
@@ -128,14 +135,7 @@ func TestEtcdJobTakeover(t *testing.T) {
 // transaction, the new owner's record stays, and the old claim is lost.
 func TestEtcdLateCheckpointRefused(t *testing.T) {
 	const ttl = 6 * time.Second // renewals every 2s: none comes between the revoke and the write
-	c := etcdtest.Start(t, 1)
-	loc := initEtcd(t, c)
-	a, _ := openStore(t, loc)
-	b, _ := openStore(t, loc)
-	ca, err := a.ClaimJob("z", ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, a, b, ca := claimedByA(t, ttl)
 	// The client's first renewal goes out within 500ms of the claim, the next a third
 	// of the TTL later: revoke between them.
 	time.Sleep(700 * time.Millisecond)
@@ -172,12 +172,7 @@ func TestEtcdLateCheckpointRefused(t *testing.T) {
 // stops working before another daemon can claim the job.
 func TestEtcdClaimLostWithoutEtcd(t *testing.T) {
 	const ttl = 6 * time.Second
-	c := etcdtest.Start(t, 1)
-	a, _ := openStore(t, initEtcd(t, c))
-	ca, err := a.ClaimJob("z", ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, _, ca := claimedByA(t, ttl)
 	defer ca.Release()
 	// The first renewal is answered within 500ms of the claim, the next is due a third
 	// of the TTL later: cut etcd off in between, 0.5 to 1s after the last answer.
