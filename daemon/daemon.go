@@ -73,6 +73,8 @@ type daemon struct {
 	adminMu sync.Mutex
 	// sec are the mount's secrets, for providers opened or enrolled later.
 	sec providers.Secrets
+	// follow applies the keystore's changes, made here or through other hosts.
+	follow keySync
 }
 
 // Run serves the mount until it is unmounted or the process gets SIGTERM/SIGINT.
@@ -135,14 +137,18 @@ func Run(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := d.loadZones(); err != nil {
-		return err
-	}
 	d.reenc = zones.NewReencryptor(d.fsys.Root(), keys, d.fsys, d.audit, d.log)
 	defer d.reenc.Close()
 	if d.reenc.Lease, err = keystore.JobLease(); err != nil {
 		return err
 	}
+	// The zone registry, and every change made to the keystore from now on by anyone
+	// (keysync.go).
+	stopWatch, err := d.startWatch()
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	if met != nil {
 		stop, err := serveMetrics(cfg.Metrics, met)
 		if err != nil {
@@ -241,41 +247,6 @@ func listen(mountpoint string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// loadZones fills the registry from the keystore, finding each zone root where the
-// keystore has it. A root found there with its marker gives the zone its inode (a
-// record from before inodes were kept, or a backing dir restored from a copy, whose
-// inodes are new); one not found, or found without its marker, is registered as the
-// keystore has it and served as damaged (zone.go in fs).
-func (d *daemon) loadZones() error {
-	zs, err := d.store.Zones()
-	if err != nil {
-		return err
-	}
-	for _, z := range zs {
-		id, err := zones.ParseID(z.ID)
-		if err != nil {
-			return err
-		}
-		e := zones.Entry{Zone: &zones.Zone{ID: id, Key: z.Key}, Path: z.Path, Dev: z.Dev, Ino: z.Ino}
-		dev, ino, marked, err := d.fsys.Locate(z.Path, e.Zone)
-		switch {
-		case err == nil && marked && (dev != z.Dev || ino != z.Ino):
-			if z.Ino != 0 {
-				d.log.Printf("zone %s (key %s): its root /%s has a new inode (%d, was %d): restored from a copy?", z.ID, z.Key, z.Path, ino, z.Ino)
-			}
-			e.Dev, e.Ino = dev, ino
-			z.Dev, z.Ino = dev, ino
-			if err := d.store.PutZone(z); err != nil {
-				return err
-			}
-		case err != nil || !marked:
-			d.log.Printf("WARNING: zone %s (key %s) is damaged: %s", z.ID, z.Key, d.fsys.ZoneHealth(e))
-		}
-		d.registry.Add(e)
-	}
-	return nil
-}
-
 // Renamed implements fs.Hooks: the zones in a renamed directory follow it.
 func (d *daemon) Renamed(from, to string) {
 	for _, e := range d.registry.Renamed(from, to) {
@@ -308,6 +279,7 @@ func (d *daemon) ZoneRemoved(z *zones.Zone) {
 	d.registry.Remove(z.ID)
 	err := d.store.DeleteZone(z.IDString())
 	d.audit.Action("zone.remove", map[string]any{"zone": z.IDString()}, err)
+	d.changed() // not at once: this runs inside a FUSE request
 }
 
 func (d *daemon) zoneCreated(z *zones.Zone) time.Time {
@@ -550,6 +522,7 @@ func (d *daemon) createZone(path, key string) (*control.ZoneInfo, error) {
 		return nil, err
 	}
 	d.registry.Add(zones.Entry{Zone: z, Path: rel, Dev: dev, Ino: ino})
+	d.applyChange()
 	return &control.ZoneInfo{ID: rec.ID, Path: "/" + rel, Key: key, Created: rec.Created}, nil
 }
 

@@ -64,8 +64,9 @@ func (d *daemon) keyLifecycle(ctx context.Context, op string, raw json.RawMessag
 // changeKeyState applies op to key a.Name, after checking that the key's state allows
 // it. A key that stops being active stops at once: its reencryption jobs are cancelled,
 // the kernel writes back and drops the cached pages of its zones' files (while the key
-// still serves, so that dirty pages of shared mappings reach the disk), its cached
-// unwrapped versions are zeroed, and every request of its zones is refused from then on.
+// still serves, so that dirty pages of shared mappings reach the disk), and then, as
+// for a change made through another host (keyStopped), its cached unwrapped versions
+// are zeroed and every request of its zones is refused from then on.
 func (d *daemon) changeKeyState(ctx context.Context, op keystore.LifecycleOp, a control.KeyStateArgs, fields map[string]any) (*keystore.ZoneKey, error) {
 	o := keystore.LifecycleOptions{Retention: a.Retention, MinRetention: d.cfg.MinRetention, Force: a.Force}.WithDefaults()
 	if op == keystore.OpDelete {
@@ -96,13 +97,9 @@ func (d *daemon) changeKeyState(ctx context.Context, op keystore.LifecycleOp, a 
 	if zk.PurgeAfter != nil {
 		fields["purge_after"] = zk.PurgeAfter.Format(time.RFC3339)
 	}
-	if zk.KeyState() == keystore.StateActive {
-		d.log.Printf("zone key %s is active again: its zones serve", a.Name)
-		return zk, nil
-	}
-	d.ring.Forget(a.Name, 0)
-	n := d.fsys.DropKeyCaches(a.Name) // pages read back in between
-	d.log.Printf("zone key %s is %s: its zones answer EACCES (cached pages of %d files dropped)", a.Name, zk.KeyState(), n)
+	// The rest, as for a change made through another host: keyStopped (its cached
+	// versions zeroed, pages read back in between dropped) or serving again.
+	d.applyChange()
 	return zk, nil
 }
 
@@ -131,10 +128,9 @@ func (d *daemon) changeVersionState(ctx context.Context, op keystore.VersionOp, 
 	if zk, err = d.store.ChangeVersionState(a.Name, a.Version, op); err != nil {
 		return nil, err
 	}
-	d.ring.Forget(a.Name, a.Version)
+	d.applyChange() // its unwrapped material zeroed if it no longer unwraps
 	kv, _ := zk.Version(a.Version)
 	fields["state"] = kv.VersionState()
-	d.log.Printf("zone key version %s@%d is %s", a.Name, a.Version, fields["state"])
 	return zk, nil
 }
 

@@ -38,7 +38,7 @@ func (d *daemon) kms(ctx context.Context, op string, a control.KMSArgs) (any, er
 		ref := keystore.MainRef{Name: name, Version: a.Version}
 		fields["main_version"] = a.Version
 		if err = d.store.RetireMainKey(ref); err == nil {
-			err = d.ring.Drop(ref)
+			d.applyChange() // its provider instance closed (applyMains)
 		}
 	case control.OpKMSCheck:
 		err = d.checkMainKeys(ctx, a.Name)

@@ -152,6 +152,9 @@ func (n *node) newChild(ctx context.Context, name string, fd int, st *unix.Stat_
 	}
 	id := n.fsys.stableAttr(st)
 	id.Gen = n.fsys.nodeGen(ch.zone.Load())
+	if known := n.childNode(name); known != nil && known.StableAttr().Ino == id.Ino && known.StableAttr().Gen == id.Gen {
+		known.healZone(ch.zone.Load()) // go-fuse keeps the known node, not ch
+	}
 	in := n.NewInode(ctx, ch, id)
 	out.FromStat(sysStat(st))
 	in.Operations().(*node).fixSize(out, st.Size)

@@ -100,6 +100,19 @@ func (f *FS) damaged(z *zones.Zone, rel, why string) *zones.Zone {
 	return &d
 }
 
+// healZone gives node n, which go-fuse keeps for an object a lookup judged again
+// (same name, inode number and generation), the zone z found now if n has the same
+// zone damaged and z is served: a zone made through another daemon is damaged here
+// until this daemon's keystore learns of it (its marker, unknown to the registry),
+// and the nodes looked up meanwhile serve it once the registry knows it. The other
+// way stays as it was: nodes of a zone that became damaged keep the zone until they
+// are forgotten.
+func (n *node) healZone(z *zones.Zone) {
+	if old := n.zone.Load(); old != nil && old.Damaged != "" && z != nil && z.Damaged == "" && z.ID == old.ID {
+		n.zone.CompareAndSwap(old, z)
+	}
+}
+
 // usable fails with EIO when n is in a damaged zone: nothing in it is read, written or
 // created until its marker is back; and with EACCES when the zone's key is not active
 // (disabled): nothing in it is read, written or created until it is enabled, open

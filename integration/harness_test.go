@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ezfs/ezfs/control"
+	"github.com/ezfs/ezfs/keystore"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,9 +111,11 @@ func (e *env) start() {
 	}
 	args := []string{"init", e.backing}
 	if e.keystore != "" {
-		// init makes the keystore folder, not its parent.
-		if err := os.MkdirAll(filepath.Dir(e.keystore), 0o755); err != nil {
-			e.t.Fatal(err)
+		// init makes the keystore folder, not its parent (an etcd keystore has none).
+		if !keystore.IsEtcd(e.keystore) {
+			if err := os.MkdirAll(filepath.Dir(e.keystore), 0o755); err != nil {
+				e.t.Fatal(err)
+			}
 		}
 		args = append(args, "--keystore", e.keystore)
 	}
@@ -140,9 +143,10 @@ func (e *env) ksDir() string {
 	return filepath.Join(e.backing, ".ezfs")
 }
 
-// daemonLog is the daemon's log, kept in the keystore folder.
+// daemonLog is the daemon's log, kept in the keystore folder (an etcd keystore's:
+// in $EZFS_LOG_DIR, keystore.LogDir).
 func (e *env) daemonLog() string {
-	b, _ := os.ReadFile(filepath.Join(e.ksDir(), "ezfs.log"))
+	b, _ := os.ReadFile(filepath.Join(keystore.LogDir(e.ksDir()), "ezfs.log"))
 	return string(b)
 }
 

@@ -281,7 +281,7 @@ func (k *Keys) NewFileKey(ctx context.Context, z *Zone) ([]byte, []byte, crypto.
 	})
 	if err != nil {
 		crypto.Zero(dek)
-		return nil, nil, id, err
+		return nil, nil, id, fmt.Errorf("new file in zone %s: key %s@%d: %w", z.IDString(), z.Key, version, err)
 	}
 	return dek, rec, id, nil
 }
