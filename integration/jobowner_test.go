@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ezfs/ezfs/control"
 	"github.com/ezfs/ezfs/keystore"
 	"github.com/ezfs/ezfs/keystore/etcdtest"
 )
@@ -23,7 +24,8 @@ func (e *env) ownerOf() string {
 
 // TestReencryptTakeover (issue 17, criterion 3): two daemons, one backing directory
 // (-o sharedstorage) and one etcd keystore. A reencryption job started on a with a rate
-// limit shows a as its owner on both hosts; a is killed (SIGKILL) mid-job; b takes the
+// limit shows a as its owner on both hosts (b refuses to start or cancel it, naming a);
+// a is killed (SIGKILL) mid-job; b takes the
 // job over from its checkpoint within the lease TTL (and the period of its look for
 // jobs without an owner), shows itself as the owner while it runs, and completes it:
 // every file is on the target version and reads as written. a, mounted again, finds
@@ -56,6 +58,9 @@ func TestReencryptTakeover(t *testing.T) {
 	if j := a.job(zone); j.Owner != ownerA {
 		t.Errorf("a shows owner %q, want %s", j.Owner, ownerA)
 	}
+	// b neither starts a second job on the zone nor cancels a's: both say who runs it.
+	failsCode(t, nil, control.CodeBusy, ownerA, "reencrypt", "start", zoneB)
+	failsCode(t, nil, control.CodeBusy, "cancel it through that host", "reencrypt", "cancel", zoneB)
 
 	killed := time.Now()
 	a.killPID(a.daemonPID())
