@@ -134,32 +134,30 @@ type FailedFile struct {
 
 // JobStatus is a reencryption job as `reencrypt status` shows it.
 type JobStatus struct {
-	Zone           string     `json:"zone"`
-	ZoneID         string     `json:"zone_id"`
-	Key            string     `json:"key"`
-	State          string     `json:"state"`
-	Target         uint32     `json:"target_version"`
-	Submitted      time.Time  `json:"submission_time"`
-	Canceled       bool       `json:"canceled"`
-	Completed      *time.Time `json:"completion_time,omitempty"`
-	Reencrypted    int64      `json:"files_reencrypted"`
-	AlreadyCurrent int64      `json:"files_already_current"`
-	UpgradedV1     int64      `json:"upgraded_v1"` // of Reencrypted, records that were EDEK format v1
-	Failures       int64      `json:"failures"`
-	Files          int64      `json:"files"`
-	ExtraLinks     int64      `json:"extra_hard_links"`
-	Total          int64      `json:"total_estimate"`
-	Checkpoint     string     `json:"last_file_checkpointed"`
-	Pass           int        `json:"pass"`
-	Percent        float64    `json:"percent_done"`
-	FilesPerSecond float64    `json:"files_per_second"`
-	ETASeconds     float64    `json:"eta_seconds"`
-	RateLimit      float64    `json:"rate_limit,omitempty"`
-	Reason         string     `json:"reason,omitempty"`
-	// Owner is the daemon (HOST:PID) running the job, or that ended it; "" for an
-	// unfinished job no daemon owns now (one takes it over soon).
-	Owner       string       `json:"owner,omitempty"`
-	FailedFiles []FailedFile `json:"failed_files,omitempty"`
+	Zone           string       `json:"zone"`
+	ZoneID         string       `json:"zone_id"`
+	Key            string       `json:"key"`
+	State          string       `json:"state"`
+	Target         uint32       `json:"target_version"`
+	Submitted      time.Time    `json:"submission_time"`
+	Canceled       bool         `json:"canceled"`
+	Completed      *time.Time   `json:"completion_time,omitempty"`
+	Reencrypted    int64        `json:"files_reencrypted"`
+	AlreadyCurrent int64        `json:"files_already_current"`
+	UpgradedV1     int64        `json:"upgraded_v1"` // of Reencrypted, records that were EDEK format v1
+	Failures       int64        `json:"failures"`
+	Files          int64        `json:"files"`
+	ExtraLinks     int64        `json:"extra_hard_links"`
+	Total          int64        `json:"total_estimate"`
+	Checkpoint     string       `json:"last_file_checkpointed"`
+	Pass           int          `json:"pass"`
+	Percent        float64      `json:"percent_done"`
+	FilesPerSecond float64      `json:"files_per_second"`
+	ETASeconds     float64      `json:"eta_seconds"`
+	RateLimit      float64      `json:"rate_limit,omitempty"`
+	Reason         string       `json:"reason,omitempty"`
+	Owner          string       `json:"owner,omitempty"` // HOST:PID running the job or that ended it; "" unfinished without one
+	FailedFiles    []FailedFile `json:"failed_files,omitempty"`
 }
 
 // Main key operations.
