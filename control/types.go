@@ -156,6 +156,7 @@ type JobStatus struct {
 	ETASeconds     float64      `json:"eta_seconds"`
 	RateLimit      float64      `json:"rate_limit,omitempty"`
 	Reason         string       `json:"reason,omitempty"`
+	Owner          string       `json:"owner,omitempty"` // HOST:PID running the job or that ended it; "" unfinished without one
 	FailedFiles    []FailedFile `json:"failed_files,omitempty"`
 }
 

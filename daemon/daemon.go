@@ -139,6 +139,9 @@ func Run(cfg Config) error {
 	}
 	d.reenc = zones.NewReencryptor(d.fsys.Root(), keys, d.fsys, d.audit, d.log)
 	defer d.reenc.Close()
+	if d.reenc.Lease, err = keystore.JobLease(); err != nil {
+		return err
+	}
 	// The zone registry, and every change made to the keystore from now on by anyone
 	// (keysync.go).
 	stopWatch, err := d.startWatch()
@@ -190,6 +193,7 @@ func Run(cfg Config) error {
 	if err := d.reenc.Resume(d.registry); err != nil {
 		d.log.Printf("resume reencryption jobs: %v", err)
 	}
+	go d.adoptJobs(stopPoll)
 	d.sched.start()
 	defer d.sched.close()
 	if cfg.Ready != nil {

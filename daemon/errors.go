@@ -45,6 +45,8 @@ var codeTable = []struct {
 	{keystore.ErrInUse, control.CodeBusy},
 	{keystore.ErrKeyState, control.CodeBusy},
 	{zones.ErrJobRunning, control.CodeBusy},
+	{keystore.ErrClaimed, control.CodeBusy},
+	{keystore.ErrClaimLost, control.CodeBusy},
 	{zones.ErrIsZone, control.CodeBusy},
 	{zones.ErrInsideZone, control.CodeBusy},
 	{zones.ErrAboveZone, control.CodeBusy},

@@ -31,6 +31,7 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("vault: %w", keystore.ErrUnavailable), control.CodeUnavailable},
 		{fmt.Errorf("%w: main key: %w", ErrDefaultDown, keystore.ErrUnavailable), control.CodeUnavailable},
 		{fmt.Errorf("zone /z: %w", zones.ErrJobRunning), control.CodeBusy},
+		{fmt.Errorf("job of zone z: %w", keystore.ErrClaimLost), control.CodeBusy},
 		{fmt.Errorf("/d %w", zones.ErrNotEmpty), control.CodeBusy},
 		{Reword(syscall.EBUSY, "busy"), control.CodeBusy},
 		{fmt.Errorf("block 3: %w", crypto.ErrAuth), control.CodeCorrupt},

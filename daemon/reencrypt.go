@@ -62,7 +62,7 @@ func jobStatus(j zones.JobInfo) control.JobStatus {
 		Submitted: j.Submitted, Canceled: j.Canceled, Reencrypted: j.Rewrapped, AlreadyCurrent: j.Current,
 		Failures: j.Failures, Files: j.Files, ExtraLinks: j.Links, Total: j.Total, Checkpoint: j.Checkpoint,
 		Pass: j.Pass, Percent: j.Percent, FilesPerSecond: j.Rate, ETASeconds: j.ETA.Seconds(),
-		RateLimit: j.Job.Rate, Reason: j.Reason, UpgradedV1: j.UpgradedV1,
+		RateLimit: j.Job.Rate, Reason: j.Reason, UpgradedV1: j.UpgradedV1, Owner: j.Owner,
 	}
 	if !j.Completed.IsZero() {
 		t := j.Completed

@@ -65,10 +65,14 @@ func (b *etcdBackend) View(fn func(txn) error) error {
 	return fn(t)
 }
 
-func (b *etcdBackend) Update(fn func(txn) error) error {
+func (b *etcdBackend) Update(fn func(txn) error) error { return b.update(fn, nil) }
+
+// update is Update whose commit also requires claim c to hold (nil: none), else
+// ErrClaimLost (lease_etcd.go).
+func (b *etcdBackend) update(fn func(txn) error, c *etcdClaim) error {
 	wait := 5 * time.Millisecond
 	for range etcdTries {
-		done, err := b.try(fn)
+		done, err := b.try(fn, c)
 		if done || err != nil {
 			return err
 		}
@@ -78,19 +82,29 @@ func (b *etcdBackend) Update(fn func(txn) error) error {
 	return fmt.Errorf("keystore %s: other hosts changed it %d times while this change was being made; try again: %w", b.name, etcdTries, ErrConflict)
 }
 
-// try runs fn once and commits its writes; done is false when another writer
-// committed since the read (run it again).
-func (b *etcdBackend) try(fn func(txn) error) (done bool, err error) {
+// try runs fn once and commits its writes (under claim c if not nil); done is false
+// when another writer committed since the read (run it again).
+func (b *etcdBackend) try(fn func(txn) error, c *etcdClaim) (done bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
 	defer cancel()
 	t, err := b.begin(ctx, true)
 	if err != nil {
 		return true, err
 	}
+	t.claim = c
 	if err := fn(t); err != nil {
 		return true, err
 	}
-	return t.commit()
+	if done, err = t.commit(); done || err != nil || c == nil {
+		return done, err
+	}
+	switch ok, err := c.holds(ctx); {
+	case err != nil:
+		return true, err
+	case !ok:
+		return true, c.lostError()
+	}
+	return false, nil
 }
 
 // begin starts a transaction at the current revision (a linearizable read of the

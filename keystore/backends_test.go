@@ -173,7 +173,12 @@ func TestLifecycleOnBothBackends(t *testing.T) {
 		if _, err := s.CreateZoneKey("k", ""); !errors.Is(err, ErrReserved) {
 			t.Errorf("create over a deleted key's name: %v", err)
 		}
-		if err := s.PutJob(&Job{ZoneID: "z", Key: "k", Target: 2, State: JobProcessing, Checkpoint: "d/f"}); err != nil {
+		claim, err := s.ClaimJob("z", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer claim.Release()
+		if err := s.PutJob(claim, &Job{ZoneID: "z", Key: "k", Target: 2, State: JobProcessing, Checkpoint: "d/f"}); err != nil {
 			t.Fatal(err)
 		}
 		if js, err := s.Jobs(); err != nil || len(js) != 1 || js[0].Checkpoint != "d/f" || !js[0].Active() {

@@ -18,6 +18,7 @@ type etcdTxn struct {
 	rev      int64 // the revision every read is at
 	guardMod int64 // the guard's ModRevision at rev (0: none yet)
 	write    bool
+	claim    *etcdClaim // the commit requires it to hold; nil: none
 	// writes are the buffered changes by etcd key: a value, or nil for a delete.
 	writes map[string][]byte
 }
@@ -118,9 +119,11 @@ func (t *etcdTxn) commit() (done bool, err error) {
 		}
 	}
 	ops = append(ops, clientv3.OpPut(t.b.guard(), ""))
-	resp, err := t.b.cli.Txn(t.ctx).
-		If(clientv3.Compare(clientv3.ModRevision(t.b.guard()), "=", t.guardMod)).
-		Then(ops...).Commit()
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.b.guard()), "=", t.guardMod)}
+	if t.claim != nil {
+		cmps = append(cmps, t.claim.compare())
+	}
+	resp, err := t.b.cli.Txn(t.ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return true, t.b.classify(err)
 	}

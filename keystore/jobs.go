@@ -1,6 +1,9 @@
 package keystore
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 var bucketJobs = []byte("jobs")
 
@@ -32,6 +35,9 @@ type Job struct {
 	Canceled  bool      `json:"canceled"`
 	Rate      float64   `json:"rate_limit,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
+	// Owner is the daemon (HOST:PID) running the job; Jobs shows the live owner of an
+	// unfinished job, "" when none holds it (lease.go), and who ran a finished one.
+	Owner string `json:"owner,omitempty"`
 
 	// Progress. Pass 0 is the main walk; later passes are sweeps that catch files
 	// renamed behind the walk. Checkpoint is the last path (relative to the zone root)
@@ -56,14 +62,29 @@ type Job struct {
 // Active reports whether the job still has work to do.
 func (j *Job) Active() bool { return j.State == JobSubmitted || j.State == JobProcessing }
 
-// PutJob stores a zone's job record (one write transaction: a checkpoint).
-func (s *Store) PutJob(j *Job) error {
-	return s.db.Update(func(tx txn) error {
-		return putJSON(tx, bucketJobs, []byte(j.ZoneID), j)
-	})
+// PutJob stores a zone's job record (one write transaction: a checkpoint) if c, this
+// daemon's claim of the zone's job, still holds: with etcd the write and the check of
+// the ownership key are one transaction, so a daemon that lost its lease never writes
+// over its successor's record. ErrClaimLost otherwise.
+func (s *Store) PutJob(c *Claim, j *Job) error {
+	if c == nil || c.s != s || c.zoneID != j.ZoneID || !c.held() {
+		return fmt.Errorf("job of zone %s: %w", j.ZoneID, ErrClaimLost)
+	}
+	put := func(tx txn) error { return putJSON(tx, bucketJobs, []byte(j.ZoneID), j) }
+	if c.etcd != nil {
+		return c.etcd.update(put)
+	}
+	return s.db.Update(put)
 }
 
-// Jobs lists the latest job of every zone.
+// Jobs lists the latest job of every zone, each unfinished one with its live owner.
 func (s *Store) Jobs() ([]*Job, error) {
-	return listJSON[Job](s.db, bucketJobs)
+	js, err := listJSON[Job](s.db, bucketJobs)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.liveOwners(js); err != nil {
+		return nil, err
+	}
+	return js, nil
 }

@@ -66,7 +66,7 @@ func parseEtcd(location string) (etcdLocation, error) {
 		return bad("the prefix must be a clean path")
 	}
 	for _, name := range strings.Split(clean[1:], "/") {
-		if isBucket(name) || name == etcdGuard {
+		if isBucket(name) || name == etcdGuard || name == etcdOwners {
 			return bad(fmt.Sprintf("the prefix may not have a name %q (a keystore's own)", name))
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -191,6 +192,8 @@ type Store struct {
 	// changes update it; with a bbolt file this process is the only writer, with etcd
 	// Watch drops it on every change made by anyone.
 	caches atomic.Pointer[keyCache]
+	// local holds the job claims of a bbolt keystore by zone ID (lease.go).
+	local sync.Map
 }
 
 // Dir is the keystore folder, or its etcd location.

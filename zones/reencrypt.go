@@ -54,10 +54,15 @@ type Reencryptor struct {
 	log     *log.Logger
 	// Workers is the number of files re-wrapped in parallel.
 	Workers int
+	// Lease is how long a job's ownership outlives a daemon that died (an etcd
+	// keystore's; 0: keystore.DefaultJobLease).
+	Lease time.Duration
 
 	mu   sync.Mutex
 	runs map[string]*run // running jobs by zone ID; guarded by mu
-	wg   sync.WaitGroup
+	// closed: Close was called, no job starts any more; guarded by mu
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // NewReencryptor returns the job runner for the zones under root.
@@ -82,59 +87,33 @@ func (r *Reencryptor) Start(e Entry, rate float64) (*keystore.Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	claim, err := r.store.ClaimJob(id, r.Lease)
+	if errors.Is(err, keystore.ErrClaimed) {
+		return nil, fmt.Errorf("zone /%s: %w (%v): cancel it through that host first or wait", e.Path, ErrJobRunning, err)
+	}
+	if err != nil {
+		return nil, err
+	}
 	j := &keystore.Job{
 		ZoneID: id, ZonePath: e.Path, Key: e.Zone.Key, Target: zk.Latest().Version,
-		State: keystore.JobSubmitted, Submitted: time.Now().UTC(), Rate: rate,
+		State: keystore.JobSubmitted, Submitted: time.Now().UTC(), Rate: rate, Owner: claim.Owner(),
 	}
-	if err := r.store.PutJob(j); err != nil {
+	if err := r.store.PutJob(claim, j); err != nil {
+		claim.Release()
 		return nil, err
 	}
 	r.audit.Action("reencrypt.start", map[string]any{"zone": "/" + e.Path, "key": j.Key, "target": j.Target,
 		"main_key": zk.Latest().MainName, "main_version": zk.Latest().MainVersion}, nil)
-	r.launchLocked(j, e.Zone)
+	r.launchLocked(j, e.Zone, claim)
 	return j, nil
 }
 
-// Resume restarts every job a previous daemon left unfinished.
-func (r *Reencryptor) Resume(reg *Registry) error {
-	jobs, err := r.store.Jobs()
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, j := range jobs {
-		if !j.Active() {
-			continue
-		}
-		var z *Zone
-		for _, e := range reg.List() {
-			if e.Zone.IDString() == j.ZoneID {
-				z, j.ZonePath = e.Zone, e.Path
-			}
-		}
-		if z == nil {
-			j.State, j.Reason, j.Completed = keystore.JobFailed, "the zone no longer exists", time.Now().UTC()
-			if err := r.store.PutJob(j); err != nil {
-				return err
-			}
-			continue
-		}
-		if j.Pass > 0 {
-			// A sweep must be whole to prove the zone done: restart it. Sweeps are
-			// cheap: files on the target are only read.
-			j.Checkpoint = ""
-			j.Versions = map[uint32]int64{}
-		}
-		r.log.Printf("reencrypt /%s: resuming at pass %d after %q", j.ZonePath, j.Pass, j.Checkpoint)
-		r.launchLocked(j, z)
-	}
-	return nil
-}
-
-func (r *Reencryptor) launchLocked(j *keystore.Job, z *Zone) {
+// launchLocked runs job j of zone z, which this daemon owns through claim: the run
+// stops if the claim is lost and releases it when it ends.
+func (r *Reencryptor) launchLocked(j *keystore.Job, z *Zone, claim *keystore.Claim) {
 	ctx, cancel := context.WithCancel(context.Background())
-	ru := &run{r: r, zone: z, root: j.ZonePath, target: j.Target, ctx: ctx, cancel: cancel,
+	j.Owner = claim.Owner()
+	ru := &run{r: r, zone: z, root: j.ZonePath, target: j.Target, ctx: ctx, cancel: cancel, claim: claim,
 		resumed: j.Checkpoint != "",
 		done:    make(chan struct{}), job: *j, failed: map[string]string{}, seen: map[[2]uint64]outcome{}}
 	for _, f := range j.FailedFiles {
@@ -142,9 +121,11 @@ func (r *Reencryptor) launchLocked(j *keystore.Job, z *Zone) {
 	}
 	r.runs[j.ZoneID] = ru
 	r.wg.Add(1)
+	go ru.stopWhenLost()
 	go func() {
 		defer r.wg.Done()
 		ru.loop()
+		claim.Release()
 		r.mu.Lock()
 		delete(r.runs, j.ZoneID)
 		r.mu.Unlock()
@@ -158,6 +139,9 @@ func (r *Reencryptor) Cancel(id string) (*keystore.Job, error) {
 	ru := r.runs[id]
 	r.mu.Unlock()
 	if ru == nil {
+		if err := r.runningElsewhere(id); err != nil {
+			return nil, err
+		}
 		return nil, ErrNoJob
 	}
 	ru.userCanceled.Store(true)
@@ -257,6 +241,7 @@ func (r *Reencryptor) Jobs() ([]JobInfo, error) {
 // Close stops every job for a shutdown; they stay Processing and resume next mount.
 func (r *Reencryptor) Close() {
 	r.mu.Lock()
+	r.closed = true
 	for _, ru := range r.runs {
 		ru.cancel()
 	}
@@ -275,6 +260,8 @@ type run struct {
 	cancel       context.CancelFunc
 	userCanceled atomic.Bool
 	cancelWhy    atomic.Pointer[string] // why the job was cancelled, if not by its own command
+	claim        *keystore.Claim        // this daemon's ownership of the job
+	lost         atomic.Bool            // the claim was lost: another daemon may run the job
 	done         chan struct{}
 
 	mu        sync.Mutex
@@ -341,12 +328,14 @@ func (ru *run) info() JobInfo {
 	return ji
 }
 
-func (ru *run) save() {
+func (ru *run) save() error {
 	j := ru.snapshot()
-	if err := ru.r.store.PutJob(&j); err != nil {
+	err := ru.r.store.PutJob(ru.claim, &j)
+	if err != nil {
 		ru.r.log.Printf("reencrypt /%s: checkpoint: %v", j.ZonePath, err)
 	}
 	ru.lastSave, ru.sinceSave = time.Now(), 0
+	return err
 }
 
 func (ru *run) finish(state, reason string) {
@@ -355,7 +344,9 @@ func (ru *run) finish(state, reason string) {
 	ru.job.Canceled = state == keystore.JobCanceled
 	j := ru.job
 	ru.mu.Unlock()
-	ru.save()
+	if err := ru.save(); errors.Is(err, keystore.ErrClaimLost) {
+		return // the job's new owner ends it
+	}
 	ru.r.log.Printf("reencrypt /%s: %s: %d re-encrypted (%d from EDEK format v1), %d already current, %d failures %s",
 		j.ZonePath, state, j.Rewrapped, j.UpgradedV1, j.Current, len(ru.failed), reason)
 	ru.r.audit.Action("reencrypt.end", map[string]any{"zone": "/" + j.ZonePath, "state": state,
@@ -383,6 +374,10 @@ func (ru *run) loop() {
 		movesBefore := ru.r.fsys.Moves(ru.zone.ID)
 		err := ru.pass()
 		if ru.ctx.Err() != nil {
+			if ru.lost.Load() {
+				ru.r.log.Printf("reencrypt /%s: stopped: this daemon no longer owns the job (another one takes it over)", ru.root)
+				return
+			}
 			if ru.userCanceled.Load() {
 				why := ""
 				if p := ru.cancelWhy.Load(); p != nil {
@@ -390,7 +385,7 @@ func (ru *run) loop() {
 				}
 				ru.finish(keystore.JobCanceled, why)
 			} else {
-				ru.save() // shutdown: stays Processing, resumes at the next mount
+				ru.save() // shutdown: stays Processing, resumes at the next mount or on another daemon
 			}
 			return
 		}

@@ -193,6 +193,7 @@ func printJob(j control.JobStatus, failures bool) {
 	w := table()
 	fmt.Fprintf(w, "zone:\t%s\n", j.Zone)
 	fmt.Fprintf(w, "state:\t%s\n", j.State)
+	fmt.Fprintf(w, "owner:\t%s\n", jobOwner(j))
 	fmt.Fprintf(w, "target key version:\t%s@%d\n", j.Key, j.Target)
 	fmt.Fprintf(w, "submission time:\t%s\n", ts(j.Submitted))
 	fmt.Fprintf(w, "canceled:\t%v\n", j.Canceled)
@@ -219,4 +220,15 @@ func printJob(j control.JobStatus, failures bool) {
 			fmt.Printf("  FAILED %s%s: %s\n", j.Zone, "/"+f.Path, f.Reason)
 		}
 	}
+}
+
+// jobOwner is the daemon that runs (or ended) job j, for display.
+func jobOwner(j control.JobStatus) string {
+	switch {
+	case j.Owner != "":
+		return j.Owner
+	case j.State == "Submitted" || j.State == "Processing":
+		return "none (a daemon of the keystore takes the job over)"
+	}
+	return "-"
 }

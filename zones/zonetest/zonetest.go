@@ -44,8 +44,17 @@ type Fixture struct {
 // New makes a fixture in a temporary directory: zone "zone" under key.
 func New(tb testing.TB, key string) *Fixture {
 	tb.Helper()
-	f := &Fixture{Backing: tb.TempDir(), ZonePath: "zone", Zone: &zones.Zone{ID: [16]byte{7}, Key: key}}
-	f.KeystoreDir = filepath.Join(f.Backing, ".ezfs")
+	return NewAt(tb, key, "")
+}
+
+// NewAt is New with the keystore at location (a folder or an etcd location; "": the
+// backing directory's .ezfs).
+func NewAt(tb testing.TB, key, location string) *Fixture {
+	tb.Helper()
+	f := &Fixture{Backing: tb.TempDir(), ZonePath: "zone", Zone: &zones.Zone{ID: [16]byte{7}, Key: key}, KeystoreDir: location}
+	if location == "" {
+		f.KeystoreDir = filepath.Join(f.Backing, ".ezfs")
+	}
 	if _, err := keystore.InitSystem(f.KeystoreDir, []byte(Passphrase)); err != nil {
 		tb.Fatal(err)
 	}
