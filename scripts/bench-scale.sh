@@ -16,7 +16,8 @@
 # of its own). Not part of make test: at the default counts it runs for about 20
 # minutes on this project's 2-core machine (a tenth of them: 2 minutes).
 # BENCH_SCALE_FILES (default 1000000), BENCH_SCALE_DIRS (1000), BENCH_SCALE_BIG
-# (100000), BENCH_SCALE_TARGETS (the order, default "zone dpass gcfs gcfs2"),
+# (100000), BENCH_SCALE_ROUNDS (the big directory's rounds, default 3),
+# BENCH_SCALE_TARGETS (the order, default "zone dpass gcfs gcfs2"),
 # BENCH_DIR (default a folder under /var/tmp).
 set -euo pipefail
 # The commit measured, read before the run: the tree may move on while it runs.
@@ -25,6 +26,7 @@ EZFS=$(realpath "${1:-bin/ezfs}")
 FILES=${BENCH_SCALE_FILES:-1000000}
 DIRS=${BENCH_SCALE_DIRS:-1000}
 BIG=${BENCH_SCALE_BIG:-100000}
+ROUNDS=${BENCH_SCALE_ROUNDS:-3}
 OUT=${BENCH_SCALE_OUT:-BENCHMARKS-scale.md}
 GOCRYPTFS2=${GOCRYPTFS_BIN:-$(dirname "$0")/../../shared/tools/gocryptfs-2.6.1}
 read -ra ORDER <<< "${BENCH_SCALE_TARGETS:-zone dpass gcfs gcfs2}"
@@ -114,17 +116,33 @@ done
 # Step by step, every target in turn, in an order rotated at each step: a load that
 # comes and goes on the machine is spread over the targets instead of falling on
 # whichever ran at the time.
-for i in "${!STEPS[@]}"; do
-  s=${STEPS[i]}
-  echo "bench-scale: $s" >&2
-  if [ "$s" = rm ]; then
-    for t in "${TARGETS[@]}"; do record peak "$t" "$(peak "$t")"; done
+# The directory of BIG files is made, listed and stat'ed ROUNDS times (made again after
+# an untimed rm between rounds), the million once: one sample of a step on a busy
+# machine can be a tenth off, and the medians of the big directory are what the
+# gocryptfs ratios are read from.
+i=0
+step() { # step NAME: NAME on every target, in an order rotated at each call
+  echo "bench-scale: $1" >&2
+  local t
+  for t in $(rotated "$i"); do timed "$1" "$t" "step_${1//-/_}" "${DIR[$t]}"; done
+  i=$((i + 1))
+}
+for r in $(seq 1 "$ROUNDS"); do
+  if [ "$r" -gt 1 ]; then
+    for t in "${TARGETS[@]}"; do rm -rf "${DIR[$t]}/big"; mkdir "${DIR[$t]}/big"; done
   fi
-  for t in $(rotated "$i"); do timed "$s" "$t" "step_${s//-/_}" "${DIR[$t]}"; done
+  for s in create-big ls-big stat-big; do step "$s"; done
 done
+for s in create-tree ls-tree stat-tree; do step "$s"; done
+for t in "${TARGETS[@]}"; do record peak "$t" "$(peak "$t")"; done
+step rm
 
 # Report.
-val() { awk -v s="$1" -v t="$2" '$1 == s && $2 == t {print $3; exit}' "$results"; }
+# val STEP TARGET: the median of the step's samples on the target.
+val() {
+  awk -v s="$1" -v t="$2" '$1 == s && $2 == t {print $3}' "$results" | sort -g |
+    awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'
+}
 fmt() { [ -n "$1" ] && printf "%.${2:-2}f" "$1" || printf -- "-"; }
 perfile() { [ -n "$1" ] && printf "%.0f" "$(echo "$1 * 1000000 / $2" | bc -l)" || printf -- "-"; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && printf "%.2f×" "$(echo "$2 / $1" | bc -l)" || printf -- "-"; }
@@ -139,7 +157,8 @@ declare -A WHAT=([create-big]="create, one directory" [ls-big]="\`ls -l\` of it"
   echo "Latest run of \`make bench-scale\` ($(date -u +%Y-%m-%d), $((SECONDS / 60)) minutes): $BIG empty files in one directory, then"
   echo "$FILES empty files over $DIRS directories; each step on every target in turn (${TARGETS[*]},"
   echo "rotated at each step), every step on a cold cache (\`sync; echo 3 > /proc/sys/vm/drop_caches\`). Seconds, and µs per file;"
-  echo "ratios are gocryptfs's time ÷ the zone's, so above 1.00× the zone is faster."
+  echo "The directory of $BIG: medians of $ROUNDS rounds; the $FILES: one. Ratios are gocryptfs's"
+  echo "time ÷ the zone's, so above 1.00× the zone is faster."
   echo
   printf "| step | files |"
   for t in "${TARGETS[@]}"; do printf " %s s | µs/file |" "${LABEL[$t]}"; done
