@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ezfs/ezfs/backing"
 	"github.com/ezfs/ezfs/crypto"
 	"github.com/ezfs/ezfs/keystore"
 	"github.com/ezfs/ezfs/zones"
@@ -78,7 +79,13 @@ func NewAt(tb testing.TB, key, location string) *Fixture {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	rfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	// Opened beneath the backing root, as the daemon opens zone roots (no path from /).
+	br, err := backing.OpenRoot(f.Backing)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer br.Close()
+	rfd, err := br.Open(f.ZonePath, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
