@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Content format, version 1:
@@ -39,6 +40,10 @@ var ErrAuth = errors.New("authentication failed")
 
 // ErrFormat reports bytes that are not in a format this version understands.
 var ErrFormat = errors.New("malformed data")
+
+// errClosed answers a block sealed or opened with a cipher already closed: a bug of
+// the caller's, reported rather than a panic.
+var errClosed = errors.New("content cipher used after Close")
 
 // FileID identifies a file's contents; it is bound into every block and the EDEK.
 type FileID [FileIDSize]byte
@@ -136,39 +141,59 @@ func BlockOffset(i int64) int64 {
 }
 
 // ContentCipher seals and opens the blocks of one file. It is safe for concurrent use.
+// The AES-GCM key schedule (1.3 KiB) is made at the first block: most files created or
+// opened are closed again without a block read or written (touch, a create that is
+// renamed, an open for fstat), and for them the key schedule was work and garbage.
 type ContentCipher struct {
-	aead cipher.AEAD
-	id   FileID
+	id FileID
+
+	once sync.Once
+	// key holds the DEK until once makes aead from it, or Close zeroes it.
+	key  [DEKSize]byte
+	aead cipher.AEAD // set by once
 }
 
 // NewContentCipher builds the block cipher of a file from its DEK. The DEK slice may be
-// zeroed by the caller afterwards; the AES key schedule keeps its own copy, which Close
-// zeroes.
+// zeroed by the caller afterwards: the cipher keeps a copy (and later the AES key
+// schedule) of its own, which Close zeroes.
 func NewContentCipher(dek []byte, id FileID) (*ContentCipher, error) {
 	if len(dek) != DEKSize {
 		return nil, fmt.Errorf("data key is %d bytes, want %d: %w", len(dek), DEKSize, ErrFormat)
 	}
-	b, err := aes.NewCipher(dek)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(b)
-	// GCM keeps a copy of the key schedule: the one it was made from is garbage now.
-	wipe(b)
-	if err != nil {
-		return nil, err
-	}
-	return &ContentCipher{aead: aead, id: id}, nil
+	c := &ContentCipher{id: id}
+	copy(c.key[:], dek)
+	return c, nil
 }
 
-// Close zeroes the cipher's key schedule and hash key (as far as the standard library's
-// types let it, see wipe) and drops them; the cipher must not be used afterwards.
+// gcm returns the cipher's AEAD, made from the key at the first call; nil after Close.
+func (c *ContentCipher) gcm() cipher.AEAD {
+	c.once.Do(func() {
+		// AES-256 and GCM with the standard nonce and tag refuse no 32-byte key.
+		b, err := aes.NewCipher(c.key[:])
+		Zero(c.key[:])
+		if err != nil {
+			return
+		}
+		c.aead, _ = cipher.NewGCM(b)
+		// GCM keeps a copy of the key schedule: the one it was made from is garbage now.
+		wipe(b)
+	})
+	return c.aead
+}
+
+// Close zeroes the cipher's key, key schedule and hash key (as far as the standard
+// library's types let it, see wipe) and drops them; the cipher must not be used
+// afterwards.
 func (c *ContentCipher) Close() {
-	if c == nil || c.aead == nil {
+	if c == nil {
 		return
 	}
-	wipe(c.aead)
-	c.aead = nil
+	c.once.Do(func() {}) // no schedule is made from here on
+	Zero(c.key[:])
+	if c.aead != nil {
+		wipe(c.aead)
+		c.aead = nil
+	}
 }
 
 // FileID returns the file ID the cipher binds blocks to.
@@ -192,8 +217,12 @@ func (c *ContentCipher) SealBlock(dst, plain []byte, i int64) ([]byte, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
+	aead := c.gcm()
+	if aead == nil {
+		return nil, errClosed
+	}
 	var ad [2 + FileIDSize + 8]byte
-	return c.aead.Seal(dst, nonce, plain, c.blockAD(&ad, i)), nil
+	return aead.Seal(dst, nonce, plain, c.blockAD(&ad, i)), nil
 }
 
 // OpenBlock appends the plaintext of sealed block i to dst. A sealed block of all zero
@@ -203,8 +232,12 @@ func (c *ContentCipher) OpenBlock(dst, sealed []byte, i int64) ([]byte, error) {
 	if len(sealed) <= BlockOverhead || len(sealed) > CipherBlockLen {
 		return nil, fmt.Errorf("block %d: sealed length %d: %w", i, len(sealed), ErrFormat)
 	}
+	aead := c.gcm()
+	if aead == nil {
+		return nil, errClosed
+	}
 	var ad [2 + FileIDSize + 8]byte
-	out, err := c.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], c.blockAD(&ad, i))
+	out, err := aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], c.blockAD(&ad, i))
 	if err == nil {
 		return out, nil
 	}

@@ -49,6 +49,15 @@ func TestWipeKeySchedules(t *testing.T) {
 
 func TestContentCipherClose(t *testing.T) {
 	c := newCipher(t)
+	if c.aead != nil {
+		t.Fatal("key schedule made before the first block")
+	}
+	if _, err := c.SealBlock(nil, []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !allZero(c.key[:]) {
+		t.Fatal("the key copy outlived the key schedule made from it")
+	}
 	v := reflect.ValueOf(c.aead)
 	mem := unsafe.Slice((*byte)(v.UnsafePointer()), v.Type().Elem().Size())
 	c.Close()
@@ -56,6 +65,34 @@ func TestContentCipherClose(t *testing.T) {
 		t.Fatal("Close left the key schedule")
 	}
 	c.Close() // twice is harmless
+	if _, err := c.SealBlock(nil, []byte("x"), 0); err == nil {
+		t.Fatal("a closed cipher sealed a block")
+	}
+	unused := newCipher(t)
+	unused.Close()
+	if !allZero(unused.key[:]) || unused.aead != nil {
+		t.Fatal("Close of a cipher never used left its key")
+	}
+	if _, err := unused.OpenBlock(nil, make([]byte, CipherBlockLen), 0); err == nil {
+		t.Fatal("a closed cipher opened a block")
+	}
 	var none *ContentCipher
 	none.Close()
+}
+
+// A file created or opened and closed without a block read or written costs no key
+// schedule: the cipher is one small allocation until its first block.
+func TestContentCipherLazy(t *testing.T) {
+	dek := make([]byte, DEKSize)
+	var id FileID
+	allocs := testing.AllocsPerRun(100, func() {
+		c, err := NewContentCipher(dek, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+	if allocs > 1 {
+		t.Fatalf("NewContentCipher+Close: %v allocations, want 1", allocs)
+	}
 }
