@@ -39,6 +39,11 @@ func Truncate(fd int, size int64) error {
 // Utimens sets the access and modification times of the object open as fd
 // (UTIME_OMIT keeps one).
 func Utimens(fd int, ts []unix.Timespec) error {
+	// utimensat(fd, "", AT_EMPTY_PATH) takes any descriptor, O_PATH ones too, in one
+	// call without a lookup in /proc; kernels that refuse the flag answer EINVAL.
+	if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != unix.EINVAL {
+		return err
+	}
 	if err := futimens(fd, ts); err != unix.EBADF {
 		return err
 	}

@@ -79,13 +79,20 @@ func (n *node) dir() (dirRef, syscall.Errno) {
 }
 
 // self opens the node's own backing object as an O_PATH descriptor (the caller closes
-// it) and reads its attributes into st: through its path, or through one of its open
-// files if it has no name left.
+// it) and reads its attributes into st: by its name in its parent's descriptor (the
+// directory cache's, so the path is resolved once for a run of calls in a directory),
+// by its path for the root, or through one of its open files if it has no name left.
 func (n *node) self(st *unix.Stat_t) (int, syscall.Errno) {
 	var fd int
 	var err error
 	if n.lost() {
 		err = n.viaOpenFile(func(ofd int) (err error) { fd, err = backing.Reopen(ofd, unix.O_PATH); return err })
+	} else if d, name, ok, errno := n.entry(); ok {
+		if errno != 0 {
+			return -1, errno
+		}
+		fd, err = backing.OpenIn(d.fd, name, unix.O_PATH, 0)
+		d.release()
 	} else {
 		fd, err = n.fsys.root.Open(n.rel(), unix.O_PATH, 0)
 	}

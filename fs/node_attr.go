@@ -68,12 +68,27 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if errno := n.setattr(ctx, f, fd, in); errno != 0 {
 		return errno
 	}
-	if errno := n.Getattr(ctx, f, out); errno != 0 {
+	if errno := n.attrAfter(ctx, f, fd, out); errno != 0 {
 		return errno
 	}
 	// go-fuse leaves the reply of SETATTR uncached; without a timeout the kernel asks
 	// again (GETATTR) before the next chown or utimens of the same file.
 	out.SetTimeout(n.fsys.attrTimeout())
+	return 0
+}
+
+// attrAfter reads the attributes a SETATTR replies with: through the handle, or
+// through fd, the node's own object, which self opened and checked.
+func (n *node) attrAfter(ctx context.Context, f gofs.FileHandle, fd int, out *fuse.AttrOut) syscall.Errno {
+	if fh, ok := f.(*file); ok {
+		return fh.Getattr(ctx, out)
+	}
+	var st unix.Stat_t
+	if err := backing.Stat(fd, &st); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStat(sysStat(&st))
+	n.fixSize(&out.Attr, st.Size)
 	return 0
 }
 
