@@ -18,8 +18,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, syscall.ENODATA
 	}
 	var sz int
-	ok, errno := n.atEntry(func(dirfd int, name string) (err error) {
+	ok, errno := n.readEntry(func(dirfd int, name string) (err error) {
 		sz, err = backing.Getxattrat(dirfd, name, attr, dest)
+		if err == syscall.ERANGE {
+			return errHasData{err}
+		}
 		return err
 	})
 	if !ok {

@@ -444,3 +444,51 @@ func TestHostileBackingRace(t *testing.T) {
 		})
 	}
 }
+
+// TestSwappedNameXattr: a file's name swapped on the backing disk for another file
+// that has the same attribute, read through the kernel's cached entry of the first: the
+// daemon reads the attribute by name first (most such reads find none, ls -l's two
+// per file) and must then find the name not the node's: ENOENT, never the other
+// file's value. A name whose file has no such attribute answers ENODATA, as before.
+func TestSwappedNameXattr(t *testing.T) {
+	e := newEnv(t)
+	for _, dir := range []string{e.zone("z", "k"), filepath.Join(e.mnt, "plain")} {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mine, other := filepath.Join(dir, "mine"), filepath.Join(dir, "other")
+			for p, v := range map[string]string{mine: "mine", other: "OTHER"} {
+				if err := os.WriteFile(p, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.Setxattr(p, "user.x", []byte(v), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, 64)
+			if n, err := unix.Lgetxattr(mine, "user.x", buf); err != nil || string(buf[:n]) != "mine" {
+				t.Fatalf("before the swap: %q, %v", buf[:n], err)
+			}
+			// On the disk, behind the mount's back: "other" takes the name "mine".
+			b := e.backingOf(mine)
+			if err := os.Rename(b, b+".away"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(e.backingOf(other), b); err != nil {
+				t.Fatal(err)
+			}
+			// The kernel still has "mine" as the first file's node (entry timeout 1 s).
+			n, err := unix.Lgetxattr(mine, "user.x", buf)
+			if err == nil && strings.Contains(string(buf[:n]), "OTHER") {
+				t.Fatalf("the swapped-in file's attribute came through: %q", buf[:n])
+			}
+			if errnoOf(err) != syscall.ENOENT {
+				t.Fatalf("getxattr of a swapped name: %q, %v; want ENOENT", buf[:max(n, 0)], err)
+			}
+			if _, err := unix.Lgetxattr(mine, "user.none", buf); errnoOf(err) != syscall.ENODATA && errnoOf(err) != syscall.ENOENT {
+				t.Fatalf("getxattr of an absent attribute of a swapped name: %v", err)
+			}
+		})
+	}
+}
