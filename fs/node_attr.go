@@ -57,6 +57,8 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	fd := -1
 	if fh, ok := f.(*file); ok {
 		fd = fh.fd
+	} else if errno, done := n.setattrOpen(ctx, in, out); done {
+		return errno
 	} else {
 		var st unix.Stat_t
 		var errno syscall.Errno
@@ -75,6 +77,36 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	// again (GETATTR) before the next chown or utimens of the same file.
 	out.SetTimeout(n.fsys.attrTimeout())
 	return 0
+}
+
+// setattrOpen makes a SETATTR that came without a handle (utimensat or fchmod of an
+// open descriptor, touch's) through the backing descriptor of one of the node's open
+// files, the node's object by construction: no lookup of its name, no O_PATH open and
+// check. A size is left to Setattr (a truncate takes the content lock and wants a
+// descriptor open for writing). done is false when no file of the node is open.
+func (n *node) setattrOpen(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) (errno syscall.Errno, done bool) {
+	if _, ok := in.GetSize(); ok {
+		return 0, false
+	}
+	var st unix.Stat_t
+	// Under the state's fdMu, which must not be held while its mu is taken: only
+	// system calls here, the size is fixed afterwards.
+	err := n.viaOpenFile(func(fd int) error {
+		if errno = n.setattr(ctx, nil, fd, in); errno == 0 {
+			errno = gofs.ToErrno(backing.Stat(fd, &st))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false
+	}
+	if errno != 0 {
+		return errno, true
+	}
+	out.FromStat(sysStat(&st))
+	n.fixSize(&out.Attr, st.Size)
+	out.SetTimeout(n.fsys.attrTimeout())
+	return 0, true
 }
 
 // attrAfter reads the attributes a SETATTR replies with: through the handle, or

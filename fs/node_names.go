@@ -49,7 +49,7 @@ func (n *node) created(ctx context.Context, dirfd int, name string, fd int, out 
 // (asCaller). In a set-group-ID directory the inherited group stays.
 func (n *node) preserveOwner(ctx context.Context, dirfd int, name string, fd int) {
 	caller, ok := fuse.FromContext(ctx)
-	if !ok || syscall.Geteuid() != 0 || (caller.Uid == 0 && caller.Gid == 0) || n.fsys.byCaller(ctx) {
+	if !ok || !daemonIsRoot || (caller.Uid == 0 && caller.Gid == 0) || n.fsys.byCaller(ctx) {
 		return
 	}
 	gid := int(caller.Gid)
