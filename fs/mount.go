@@ -3,10 +3,8 @@ package fs
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -159,12 +157,11 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	f.noPassthrough = mo.NoPassthrough
 	f.shared = shared
-	spareProcs()
 	var served fuse.RawFileSystem = raw
 	if f.met != nil {
 		served = &meteredFS{RawFileSystem: raw, m: f.met}
 	}
-	srv, err := fuse.NewServer(served, mountpoint, &opts.MountOptions)
+	srv, err := newServer(served, mountpoint, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
@@ -174,24 +171,6 @@ func (f *FS) Mount(mountpoint string, mo MountOptions) (*fuse.Server, error) {
 	}
 	f.raiseReadahead(mountpoint)
 	return srv, nil
-}
-
-// spareProcsOnce guards the one raise of GOMAXPROCS per process (tests mount many times).
-var spareProcsOnce sync.Once
-
-// spareProcs gives the Go scheduler two more Ps than it would use. go-fuse keeps one or
-// two goroutines blocked in read(2) on /dev/fuse between requests; on a 2-CPU machine
-// they hold every P, so the runtime's sysmon hands each P to a fresh thread and the
-// reader, woken by the next request, must wait for a P back: two thread switches per
-// request, which cost a fifth of the rate of synchronous 4 KiB reads and a third of
-// streaming reads from a zone (docs/DESIGN.md). With idle Ps left over nothing is
-// handed off. A GOMAXPROCS the user set is kept.
-func spareProcs() {
-	spareProcsOnce.Do(func() {
-		if os.Getenv("GOMAXPROCS") == "" {
-			runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2)
-		}
-	})
 }
 
 // readaheadKB is the kernel readahead of the mount. FUSE starts at 128 KiB. A window
