@@ -9,7 +9,7 @@
 # of BIG empty files (create, cold `ls -l`, cold `stat` of every file), then FILES empty
 # files spread over DIRS directories (create, cold `ls -lR`, cold `stat` of all), then
 # `rm -rf` of everything. Every timed step starts after a sync and
-# `echo 3 > /proc/sys/vm/drop_caches`. The ezfs daemons' VmRSS
+# `echo 3 > /proc/sys/vm/drop_caches`, once every daemon is idle again. The ezfs daemons' VmRSS
 # is read after each step, and the zone daemon's peak (VmHWM, reset after the mount:
 # the passphrase's Argon2id peak is not the files'). Writes BENCH_SCALE_OUT (default
 # BENCHMARKS-scale.md; make bench rewrites BENCHMARKS.md, so the scale run has a file
@@ -78,7 +78,22 @@ for t in "${ORDER[@]}"; do [ -n "${DIR[$t]:-}" ] && TARGETS+=("$t"); done
 
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; settle; }
+# settle: waits (at most 20 s) until every daemon is idle. drop_caches makes the kernel
+# forget the inodes the last step left, and sends their daemon 100,000 FORGETs, which
+# it works off while the next step runs: without the wait, a step is slowed by the
+# daemon measured before it (gocryptfs's took the next step's `stat` from 1.2 s to 2.4 s).
+busy() { local p s=0; for p in "${PID[@]}"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $s; }
+settle() {
+  local a b n
+  a=$(busy)
+  for n in $(seq 100); do
+    sleep 0.2
+    b=$(busy)
+    [ $((b - a)) -le 1 ] && return
+    a=$b
+  done
+}
 rss() { awk '/VmRSS/ {print $2 / 1024}' "/proc/${PID[$1]}/status"; }
 peak() { awk '/VmHWM/ {print $2 / 1024}' "/proc/${PID[$1]}/status"; }
 # timed STEP TARGET COMMAND...: runs the command on a cold cache, records its time and
@@ -156,7 +171,7 @@ declare -A WHAT=([create-big]="create, one directory" [ls-big]="\`ls -l\` of it"
   echo
   echo "Latest run of \`make bench-scale\` ($(date -u +%Y-%m-%d), $((SECONDS / 60)) minutes): $BIG empty files in one directory, then"
   echo "$FILES empty files over $DIRS directories; each step on every target in turn (${TARGETS[*]},"
-  echo "rotated at each step), every step on a cold cache (\`sync; echo 3 > /proc/sys/vm/drop_caches\`). Seconds, and µs per file;"
+  echo "rotated at each step), every step on a cold cache (\`sync; echo 3 > /proc/sys/vm/drop_caches\`, then a wait until every daemon is idle). Seconds, and µs per file;"
   echo "The directory of $BIG: medians of $ROUNDS rounds; the $FILES: one. Ratios are gocryptfs's"
   echo "time ÷ the zone's, so above 1.00× the zone is faster."
   echo
