@@ -235,13 +235,22 @@ func (n *node) readEntry(fn func(dirfd int, name string) error) (ok bool, errno 
 		return true, gofs.ToErrno(err)
 	}
 	var st unix.Stat_t
-	if err := backing.Lstat(d.fd, name, &st); err != nil {
-		return true, gofs.ToErrno(err)
-	}
-	if n.fsys.stableAttr(&st).Ino != n.StableAttr().Ino {
-		return true, syscall.ENOENT
+	if errno := n.isEntry(d.fd, name, &st); errno != 0 {
+		return true, errno
 	}
 	return true, gofs.ToErrno(data.error)
+}
+
+// isEntry reads the attributes of entry name of dirfd into st and fails with ENOENT
+// if it is not the node's inode, as check does for a descriptor.
+func (n *node) isEntry(dirfd int, name string, st *unix.Stat_t) syscall.Errno {
+	if err := backing.Lstat(dirfd, name, st); err != nil {
+		return gofs.ToErrno(err)
+	}
+	if n.fsys.stableAttr(st).Ino != n.StableAttr().Ino {
+		return syscall.ENOENT
+	}
+	return 0
 }
 
 // errHasData wraps an error of a read that still tells something of the object (ERANGE:
@@ -254,11 +263,8 @@ func (n *node) viaEntry(st *unix.Stat_t, fn func(dirfd int, name string) error) 
 		return ok, errno
 	}
 	defer d.release()
-	if err := backing.Lstat(d.fd, name, st); err != nil {
-		return true, gofs.ToErrno(err)
-	}
-	if n.fsys.stableAttr(st).Ino != n.StableAttr().Ino {
-		return true, syscall.ENOENT
+	if errno := n.isEntry(d.fd, name, st); errno != 0 {
+		return true, errno
 	}
 	if fn == nil {
 		return true, 0

@@ -28,9 +28,15 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	} else if errno != 0 {
 		return errno
 	}
-	out.FromStat(sysStat(&st))
-	n.fixSize(&out.Attr, st.Size)
+	n.fillAttr(&st, out)
 	return 0
+}
+
+// fillAttr sets out from the backing object's attributes st (a zone file's size is its
+// plaintext's).
+func (n *node) fillAttr(st *unix.Stat_t, out *fuse.AttrOut) {
+	out.FromStat(sysStat(st))
+	n.fixSize(&out.Attr, st.Size)
 }
 
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -103,8 +109,7 @@ func (n *node) setattrOpen(ctx context.Context, in *fuse.SetAttrIn, out *fuse.At
 	if errno != 0 {
 		return errno, true
 	}
-	out.FromStat(sysStat(&st))
-	n.fixSize(&out.Attr, st.Size)
+	n.fillAttr(&st, out)
 	out.SetTimeout(n.fsys.attrTimeout())
 	return 0, true
 }
@@ -119,8 +124,7 @@ func (n *node) attrAfter(ctx context.Context, f gofs.FileHandle, fd int, out *fu
 	if err := backing.Stat(fd, &st); err != nil {
 		return gofs.ToErrno(err)
 	}
-	out.FromStat(sysStat(&st))
-	n.fixSize(&out.Attr, st.Size)
+	n.fillAttr(&st, out)
 	return 0
 }
 
