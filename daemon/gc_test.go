@@ -19,7 +19,10 @@ func TestGCPercentFor(t *testing.T) {
 		{4 * gcHeadroom, 25},
 		{5 * gcHeadroom, gcMinPercent},
 		{50 << 20, gcMinPercent},
-		{1 << 34, gcMinPercent},
+		{gcRampFrom, gcMinPercent},
+		{(gcRampFrom + gcRampTo) / 2, (gcMinPercent + 100) / 2},
+		{gcRampTo, 100},
+		{1 << 34, 100},
 	} {
 		if got := gcPercentFor(c.live); got != c.want {
 			t.Errorf("gcPercentFor(%d) = %d, want %d", c.live, got, c.want)
