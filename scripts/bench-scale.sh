@@ -134,7 +134,11 @@ done
 # The directory of BIG files is made, listed and stat'ed ROUNDS times (made again after
 # an untimed rm between rounds), the million once: one sample of a step on a busy
 # machine can be a tenth off, and the medians of the big directory are what the
-# gocryptfs ratios are read from.
+# gocryptfs ratios are read from. The rounds bracket the million (ROUNDS/2 of them
+# come after its `rm`): the growth ratios set the million against the big directory,
+# and this machine's speed drifts by a sixth within half an hour (the same zone
+# sequence alone: 99-104 µs per create, then 125), which rounds all before it would
+# read as growth.
 i=0
 step() { # step NAME: NAME on every target, in an order rotated at each call
   echo "bench-scale: $1" >&2
@@ -142,15 +146,18 @@ step() { # step NAME: NAME on every target, in an order rotated at each call
   for t in $(rotated "$i"); do timed "$1" "$t" "step_${1//-/_}" "${DIR[$t]}"; done
   i=$((i + 1))
 }
-for r in $(seq 1 "$ROUNDS"); do
-  if [ "$r" -gt 1 ]; then
+biground() { # biground N: the Nth round of the big directory
+  if [ "$1" -gt 1 ]; then
     for t in "${TARGETS[@]}"; do rm -rf "${DIR[$t]}/big"; mkdir "${DIR[$t]}/big"; done
   fi
   for s in create-big ls-big stat-big; do step "$s"; done
-done
+}
+before=$((ROUNDS - ROUNDS / 2))
+for r in $(seq 1 "$before"); do biground "$r"; done
 for s in create-tree ls-tree stat-tree; do step "$s"; done
 for t in "${TARGETS[@]}"; do record peak "$t" "$(peak "$t")"; done
 step rm
+for r in $(seq $((before + 1)) "$ROUNDS"); do biground "$r"; done
 
 # Report.
 # val STEP TARGET: the median of the step's samples on the target.
@@ -172,7 +179,7 @@ declare -A WHAT=([create-big]="create, one directory" [ls-big]="\`ls -l\` of it"
   echo "Latest run of \`make bench-scale\` ($(date -u +%Y-%m-%d), $((SECONDS / 60)) minutes): $BIG empty files in one directory, then"
   echo "$FILES empty files over $DIRS directories; each step on every target in turn (${TARGETS[*]},"
   echo "rotated at each step), every step on a cold cache (\`sync; echo 3 > /proc/sys/vm/drop_caches\`, then a wait until every daemon is idle). Seconds, and µs per file;"
-  echo "The directory of $BIG: medians of $ROUNDS rounds; the $FILES: one. Ratios are gocryptfs's"
+  echo "The directory of $BIG: medians of $ROUNDS rounds, $((ROUNDS / 2)) of them after the $FILES; the $FILES: one. Ratios are gocryptfs's"
   echo "time ÷ the zone's, so above 1.00× the zone is faster."
   echo
   printf "| step | files |"
