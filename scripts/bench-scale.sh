@@ -223,6 +223,14 @@ declare -A WHAT=([create-big]="create, one directory" [ls-big]="\`ls -l\` of it"
   done
   printf "| peak |"; for t in "${TARGETS[@]}"; do printf " %s |" "$(fmt "$(val peak "$t")" 0)"; done; echo
   echo
+  echo "The big directory's samples in the order they were taken, seconds (the medians above are of these):"
+  echo
+  for s in create-big ls-big stat-big; do
+    for t in "${TARGETS[@]}"; do
+      echo "- ${WHAT[$s]}, ${LABEL[$t]}: $(awk -v s="$s" -v t="$t" '$1 == s && $2 == t {printf "%s%.2f", sep, $3; sep = ", "}' "$results")"
+    done
+  done
+  echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem/ {print $2}') GiB,"
   echo "kernel $(uname -r), backing file system $(stat -f -c %T "$work")."
   echo "Versions: ezfs $VERSION, $(go version | cut -d' ' -f3);"
