@@ -8,7 +8,8 @@
 # Each step on every target in turn (in an order rotated at each step): one directory
 # of BIG empty files (create, cold `ls -l`, cold `stat` of every file), then FILES empty
 # files spread over DIRS directories (create, cold `ls -lR`, cold `stat` of all), then
-# `rm -rf` of everything. Every timed step starts after a sync and
+# `rm -rf` of everything, then the big directory's last rounds (the rounds bracket the
+# million, see below). Every timed step starts after a sync and
 # `echo 3 > /proc/sys/vm/drop_caches`, once every daemon is idle again. The ezfs daemons' VmRSS
 # is read after each step, and the zone daemon's peak (VmHWM, reset after the mount:
 # the passphrase's Argon2id peak is not the files'). Writes BENCH_SCALE_OUT (default
